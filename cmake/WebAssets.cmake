@@ -140,6 +140,8 @@ if(NOT RXD_NPM)
     "or configure with -DRXD_WEB_ASSETS=OFF")
 endif()
 
+# Relative to this file rather than CMAKE_SOURCE_DIR, so rxd also builds as a subproject.
+get_filename_component(_web_src "${CMAKE_CURRENT_LIST_DIR}/../web" ABSOLUTE)
 set(_web_out "${CMAKE_BINARY_DIR}/web")
 set(_web_work "${CMAKE_BINARY_DIR}/web-assets")
 set(_web_stamp "${_web_work}/swagger-ui-dist-${RXD_SWAGGER_UI_VERSION}_redoc-${RXD_REDOC_VERSION}.stamp")
@@ -167,8 +169,10 @@ foreach(page ${RXD_WEB_PAGES})
   add_custom_command(
     OUTPUT "${_web_out}/${page}"
     COMMAND "${CMAKE_COMMAND}" -E make_directory "${_web_out}"
-    COMMAND "${CMAKE_COMMAND}" -E copy_if_different "${CMAKE_SOURCE_DIR}/web/${page}" "${_web_out}/${page}"
-    DEPENDS "${CMAKE_SOURCE_DIR}/web/${page}"
+    # copy, not copy_if_different: the output must get a new mtime or make
+    # would run this again on every build after a touch.
+    COMMAND "${CMAKE_COMMAND}" -E copy "${_web_src}/${page}" "${_web_out}/${page}"
+    DEPENDS "${_web_src}/${page}"
     VERBATIM)
   list(APPEND _web_page_outputs "${_web_out}/${page}")
 endforeach()

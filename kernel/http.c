@@ -548,6 +548,8 @@ static void conn_close(kn_conn *c)
     uv_close((uv_handle_t *)&c->tcp, on_handle_closed);
 }
 
+static void conn_start(kn_conn *c);
+
 void kn_on_connection(uv_stream_t *server, int status)
 {
     kn_worker *w = server->data;
@@ -566,6 +568,29 @@ void kn_on_connection(uv_stream_t *server, int status)
         uv_close((uv_handle_t *)&c->tcp, on_handle_closed);
         return;
     }
+    conn_start(c);
+}
+
+int kn_http_adopt(kn_worker *w, int fd)
+{
+    kn_conn *c = calloc(1, sizeof(*c));
+    if (c == NULL)
+        return RX_ENOMEM;
+    c->w = w;
+    uv_tcp_init(&w->loop, &c->tcp);
+    c->tcp.data = c;
+    c->handles = 1;
+    if (uv_tcp_open(&c->tcp, fd) != 0) {
+        uv_close((uv_handle_t *)&c->tcp, on_handle_closed);
+        return RX_EINVAL;
+    }
+    conn_start(c);
+    return 0;
+}
+
+static void conn_start(kn_conn *c)
+{
+    kn_worker *w = c->w;
     uv_timer_init(&w->loop, &c->timer);
     c->timer.data = c;
     c->handles = 2;

@@ -185,6 +185,8 @@ extern int kn_nworkers;
 
 /* http.c */
 void kn_on_connection(uv_stream_t *server, int status);
+/* Serve an already connected stream socket on w's loop (tests, fuzzing). */
+int kn_http_adopt(kn_worker *w, int fd);
 /* Serialise and write req's reply (called by req.c after rx_reply*). */
 void kn_http_send(rx_req *req);
 /* A request with no connection any more: free it when nothing is pending. */

@@ -511,13 +511,16 @@ static json_t *tag_list(ctx *c)
     size_t k = 0;
     const char *key;
     json_t *val;
-    json_object_foreach(c->tags, key, val) names[k++] = key;
+    json_object_foreach(c->tags, key, val)
+    {
+        names[k++] = key;
+    }
     qsort(names, n, sizeof *names, cmp_str);
     for (size_t i = 0; i < n; i++) {
         json_t *t = json_pack("{s:s}", "name", names[i]);
         json_t *d = json_object_get(c->tags, names[i]);
         if (t && json_is_string(d))
-            json_object_set(t, "description", d);
+            put(c, t, "description", json_incref(d));
         append(c, list, t);
     }
     free(names);

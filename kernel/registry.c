@@ -291,12 +291,18 @@ static int hook_cmp(const void *a, const void *b)
     return x->seq < y->seq ? -1 : x->seq > y->seq;
 }
 
+static void sort_hooks(kn_hook *v, size_t n)
+{
+    if (n > 1) /* qsort(NULL, 0, ...) is undefined */
+        qsort(v, n, sizeof(kn_hook), hook_cmp);
+}
+
 void kn_registry_seal(void)
 {
-    qsort(kn_reg.hooks_request.v, kn_reg.hooks_request.n, sizeof(kn_hook), hook_cmp);
-    qsort(kn_reg.hooks_authn.v, kn_reg.hooks_authn.n, sizeof(kn_hook), hook_cmp);
-    qsort(kn_reg.hooks_authz.v, kn_reg.hooks_authz.n, sizeof(kn_hook), hook_cmp);
-    qsort(kn_reg.hooks_response.v, kn_reg.hooks_response.n, sizeof(kn_hook), hook_cmp);
+    sort_hooks(kn_reg.hooks_request.v, kn_reg.hooks_request.n);
+    sort_hooks(kn_reg.hooks_authn.v, kn_reg.hooks_authn.n);
+    sort_hooks(kn_reg.hooks_authz.v, kn_reg.hooks_authz.n);
+    sort_hooks(kn_reg.hooks_response.v, kn_reg.hooks_response.n);
     kn_reg.open = false;
 }
 

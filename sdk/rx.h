@@ -191,8 +191,13 @@ typedef struct rx_route_opts {
     const char *summary;
     const char *description;
     const char *tag;             /* default: the module name */
-    const char *request_schema;  /* a component name (rx_schema) or inline JSON Schema text */
-    const char *response_schema; /* likewise; for lists, the item schema */
+    /* Schemas: "Name" of a component registered with rx_schema(), or inline
+     * JSON Schema text "{...}", or "[]X" for a list of X. A "[]X" response on
+     * a GET documents a paged list in the route's list_style (with ?page=,
+     * ?page_size=, X-Total-Count, Link); its other methods answer one X. A
+     * "[]X" request body is a plain JSON array of X (bulk endpoints). */
+    const char *request_schema;
+    const char *response_schema;
     int success_status;          /* documented success status; default 200 (201 for POST is not assumed) */
     void *data;                  /* returned by rx_req_route_data() */
 } rx_route_opts;
@@ -294,9 +299,12 @@ RX_EXPORT const rx_principal *rx_req_principal(const rx_req *req);
 /* Replies                                                                  */
 /* ------------------------------------------------------------------------ */
 /*
- * Exactly one reply per request. A second reply is ignored (and logged); a
- * request whose handler and callbacks all finish without replying cannot be
- * detected in general, so a handler must reply or start async work that will.
+ * Exactly one reply per request. A second reply is ignored (and logged). A
+ * handler that returns without replying and without async work in flight
+ * (rx_offload, a pending hook, data-layer calls) gets a 500 from the kernel,
+ * logged with the route; likewise an async callback that finishes the last
+ * pending work without replying. The request stays valid until the handler
+ * or callback that replied returns; after that, do not touch it.
  * Every reply gets Server, Date, X-Request-Id, X-Content-Type-Options: nosniff,
  * CORS headers when the Origin is allowed, and Content-Length.
  */
