@@ -6,7 +6,7 @@
  * /healthz, /readyz, /metrics, the OpenAPI document and its viewers, and
  * rx_offload().
  */
-#include "kn_http.h"
+#include "kn_data.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -46,7 +46,7 @@ static const char *valid_request_id(rx_req *req)
     return id;
 }
 
-static void assign_id(rx_req *req)
+void kn_req_assign_id(rx_req *req)
 {
     const char *id = valid_request_id(req);
     if (id != NULL) {
@@ -116,7 +116,7 @@ static bool slash_redirect(rx_req *req)
 
 void kn_dispatch(rx_req *req)
 {
-    assign_id(req);
+    kn_req_assign_id(req);
     if (req->route == NULL) {
         if (req->method == RX_OPTIONS && req->match.allowed)
             options(req);
@@ -323,11 +323,42 @@ static void offload_done(uv_work_t *w, int status)
     /* The offload's pending count is the hold while done() runs. */
     o->done(req, o->arg);
     free(o);
+    kn_req_async_done(req, "offload");
+}
+
+void kn_req_async_done(rx_req *req, const char *what)
+{
     if (req->conn != NULL && !req->replied && req->pending == 1) {
-        kn_log(RX_LOG_ERROR, NULL, "offload for %s %s finished without replying", req->method_name,
-               req->path);
+        kn_log(RX_LOG_ERROR, req->route && req->route->module ? req->route->module->desc->name : NULL,
+               "%s for %s %s finished the request's async work without replying", what,
+               req->method_name, req->path);
         rx_reply_error(req, 500, "error", "A server error occurred.");
     }
+    release(req);
+}
+
+rx_req *kn_req_detached(kn_worker *w)
+{
+    kn_arena a = {0};
+    rx_req *req = kn_arena_alloc(&a, sizeof(*req));
+    if (req == NULL)
+        return NULL;
+    req->arena = a;
+    req->w = w;
+    req->start_ns = kn_now_ns();
+    req->body = "";
+    req->method_name = "-";
+    req->path = "-";
+    req->query = "";
+    req->detached = true;
+    req->pending = 1;
+    req->id = rx_req_sprintf(req, "%016llx%08llx", (unsigned long long)w->rid_base,
+                             (unsigned long long)++w->rid_seq);
+    return req;
+}
+
+void kn_req_detached_end(rx_req *req)
+{
     release(req);
 }
 

@@ -346,10 +346,8 @@ static void parse_error(kn_conn *c, llhttp_errno_t err)
         kn_reply_early(r, 431, "headers_too_large", "Request header fields are too large.");
         break;
     default:
-        if (err == HPE_INVALID_METHOD)
-            kn_reply_early(r, 501, "not_implemented", "Method not implemented.");
-        else
-            kn_reply_early(r, 400, "bad_request", "Malformed HTTP request.");
+        (void)err; /* an unknown method and a garbled line look alike to llhttp */
+        kn_reply_early(r, 400, "bad_request", "Malformed HTTP request.");
     }
 }
 

@@ -124,6 +124,8 @@ struct rx_req {
     bool json_done;
     void *data;
     int pending; /* async operations in flight (offload, db, hooks) */
+    bool detached; /* no client ever: a job or internal work (kn_req_detached) */
+    void *job;     /* jobs.c: the job this context runs */
     bool in_handler;
 
     /* reply */
@@ -164,6 +166,10 @@ struct kn_worker {
     uv_loop_t loop;
     uv_tcp_t listener;
     uv_async_t wake;
+    uv_timer_t drain_timer;
+    struct kn_db *db;       /* db.c */
+    struct kn_redis *redis; /* redis.c */
+    struct kn_jobs *jobs;   /* jobs.c */
     uv_thread_t thread;
     int listen_fd;
     bool listening;
@@ -195,7 +201,13 @@ void kn_req_maybe_free(rx_req *req);
 void kn_http_drain(kn_worker *w, bool force);
 
 /* dispatch.c */
+/* An async operation of req finished and its callback has run: if that was
+ * the last work of a live request and nobody replied, answer 500 (naming
+ * `what` in the log); then drop the operation's hold (may free req). */
+void kn_req_async_done(rx_req *req, const char *what);
 void kn_dispatch(rx_req *req);
+/* Take the client's X-Request-Id when sane, else generate one. */
+void kn_req_assign_id(rx_req *req);
 /* Answer an error before routing (parser errors, limits). */
 void kn_reply_early(rx_req *req, int status, const char *code, const char *detail);
 int kn_builtin_routes(void);
@@ -216,7 +228,8 @@ void kn_reply_static(rx_req *req, int status, const char *content_type, const vo
                      size_t len);
 
 /* server.c */
-int kn_serve(void);
+/* Run workers until SIGTERM/SIGINT; http false = jobs only (`rxd worker`). */
+int kn_serve(bool http);
 int kn_readiness(char *buf, size_t buflen, bool *ready); /* JSON report into buf */
 
 #endif

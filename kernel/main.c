@@ -3,7 +3,7 @@
  * and the commands modules register. Every command that needs modules loads
  * the config, loads and initialises the modules, then does its one thing.
  */
-#include "kn_http.h"
+#include "kn_data.h"
 
 #include <hiredis/hiredis.h>
 #include <stdio.h>
@@ -29,7 +29,10 @@ static void usage(FILE *f)
 {
     fprintf(f, "usage: rxd [--config FILE] COMMAND [ARGS]\n\n"
                "commands:\n"
-               "  serve [--migrate]   run the server with the configured modules\n"
+               "  serve [--migrate]   run the server with the configured modules (and jobs)\n"
+               "  worker [--migrate]  run jobs only, no HTTP\n"
+               "  migrate [--status]  apply (or list) the modules' database migrations\n"
+               "  jobs                show the job queue: depth, running, dead\n"
                "  check               validate the config and the modules, then exit\n"
                "  routes              list every route by module\n"
                "  openapi             print the OpenAPI 3.1 document\n"
@@ -179,6 +182,10 @@ int main(int argc, char **argv)
     }
     kn_reg.router = kn_router_new();
     kn_reg.open = true;
+    /* The kernel's own readiness: what every module's data depends on. */
+    rx_ready_check(NULL, "database", kn_db_ready, NULL);
+    rx_ready_check(NULL, "redis", kn_redis_ready, NULL);
+    rx_ready_check(NULL, "migrations", kn_migrate_ready, NULL);
     if (kn_builtin_routes() != 0) {
         fprintf(stderr, "rxd: %s\n", kn_reg.error);
         rc = 1;
@@ -198,16 +205,31 @@ int main(int argc, char **argv)
         goto out_mods;
     }
 
-    if (strcmp(cmd, "serve") == 0) {
-        for (int i = 1; i < nargs; i++)
-            if (strcmp(args[i], "--migrate") != 0) {
-                fprintf(stderr, "rxd serve: unknown option '%s'\n", args[i]);
+    if (strcmp(cmd, "serve") == 0 || strcmp(cmd, "worker") == 0) {
+        bool migrate = false;
+        for (int i = 1; i < nargs; i++) {
+            if (strcmp(args[i], "--migrate") == 0) {
+                migrate = true;
+            } else {
+                fprintf(stderr, "rxd %s: unknown option '%s'\n", cmd, args[i]);
                 rc = 2;
                 goto out_mods;
             }
+        }
+        /* Never serve a schema older than the code expects. */
+        int prc = migrate ? kn_migrate_apply(err, sizeof(err)) : kn_migrate_pending(err, sizeof(err));
+        if (prc != 0) {
+            fprintf(stderr, "rxd %s: %s\n", cmd, err);
+            rc = 1;
+            goto out_mods;
+        }
         kn_log(RX_LOG_INFO, NULL, "rxd %s starting (config %s)", KN_VERSION,
                path ? path : "none: environment only");
-        rc = kn_serve();
+        rc = kn_serve(strcmp(cmd, "serve") == 0);
+    } else if (strcmp(cmd, "migrate") == 0) {
+        rc = kn_migrate_command(nargs, args);
+    } else if (strcmp(cmd, "jobs") == 0) {
+        rc = kn_jobs_command(nargs, args);
     } else if (strcmp(cmd, "check") == 0) {
         int warnings = check_keys();
         char *doc = kn_openapi_build(&kn_reg, err, sizeof(err));
@@ -257,10 +279,14 @@ int main(int argc, char **argv)
 
 out_mods:
     kn_modules_stop();
+    kn_db_cli_close();
 out_reg:
     kn_dispatch_free();
     kn_static_free();
     kn_registry_free();
+    kn_redis_free();
+    kn_migrate_free();
+    kn_jobs_free();
     kn_modules_unload();
 out_conf:
     kn_settings_free();

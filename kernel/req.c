@@ -675,7 +675,7 @@ void kn_reply_early(rx_req *req, int status, const char *code, const char *detai
         req->query = "";
     }
     if (req->id == NULL)
-        req->id = "-";
+        kn_req_assign_id(req); /* the client's, when its headers arrived */
     req->close_after = true;
     rx_reply_error(req, status, code, "%s", detail);
 }

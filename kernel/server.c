@@ -6,7 +6,7 @@
  * signals: SIGTERM/SIGINT stop accepting, let in-flight requests finish up
  * to `shutdown_grace`, then close what is left and exit 0.
  */
-#include "kn_http.h"
+#include "kn_data.h"
 
 #include <arpa/inet.h>
 #include <errno.h>
@@ -107,6 +107,13 @@ int kn_settings_load(char *err, size_t errlen)
     s->cors_origins = kn_split_list(kn_config_get(kn_conf, "cors.allowed_origins"),
                                     &s->ncors_origins);
     GET(kn_config_bool, "cors.allow_credentials", true, &s->cors_credentials);
+    for (size_t i = 0; i < s->ncors_origins; i++)
+        if (strcmp(s->cors_origins[i], "*") == 0 && s->cors_credentials) {
+            /* Echoing every origin with credentials would let any site act as the user. */
+            snprintf(err, errlen, "config cors.allowed_origins: '*' cannot be combined with "
+                                  "cors.allow_credentials = true; list the origins");
+            return -1;
+        }
     GET(kn_config_int, "cors.max_age", 600, &s->cors_max_age);
     const char *ah = kn_config_get(kn_conf, "cors.allowed_headers");
     s->cors_allow_headers =
@@ -243,6 +250,21 @@ static void on_walk_close(uv_handle_t *h, void *arg)
         uv_close(h, NULL);
 }
 
+/* While draining: once no client connection is left (and, unless forced,
+ * no job is running), stop the data services so the loop can end. */
+static void drain_tick(uv_timer_t *t)
+{
+    kn_worker *w = t->data;
+    bool force = atomic_load(&w->cmd) >= 2;
+    if (w->nconns > 0 || (!force && !kn_jobs_idle(w)))
+        return;
+    kn_jobs_worker_stop(w);
+    kn_redis_worker_stop(w);
+    kn_db_worker_stop(w);
+    uv_close((uv_handle_t *)&w->drain_timer, NULL);
+    uv_close((uv_handle_t *)&w->wake, NULL);
+}
+
 static void worker_wake(uv_async_t *a)
 {
     kn_worker *w = a->data;
@@ -253,8 +275,10 @@ static void worker_wake(uv_async_t *a)
             uv_close((uv_handle_t *)&w->listener, NULL);
             w->listening = false;
         }
-        uv_close((uv_handle_t *)&w->wake, NULL);
         kn_http_drain(w, false);
+        uv_timer_init(&w->loop, &w->drain_timer);
+        w->drain_timer.data = w;
+        uv_timer_start(&w->drain_timer, drain_tick, 0, 20);
     }
     if (cmd >= 2)
         kn_http_drain(w, true);
@@ -263,6 +287,10 @@ static void worker_wake(uv_async_t *a)
 static void worker_main(void *arg)
 {
     kn_worker *w = arg;
+    /* Data services belong to the worker's loop: start them on its thread. */
+    if (kn_db_worker_start(w) != 0 || kn_redis_worker_start(w) != 0 ||
+        kn_jobs_worker_start(w) != 0)
+        kn_log(RX_LOG_ERROR, NULL, "worker %d: cannot start data services", w->id);
     uv_run(&w->loop, UV_RUN_DEFAULT);
     /* Anything still open (a timer a module left) closes now. */
     uv_walk(&w->loop, on_walk_close, NULL);
@@ -283,15 +311,18 @@ static int worker_start(kn_worker *w, char *err, size_t errlen)
         snprintf(err, errlen, "out of memory");
         return -1;
     }
-    w->max_conns = kn_set.max_connections / kn_nworkers + 1;
-    uv_tcp_init(&w->loop, &w->listener);
-    w->listener.data = w;
-    if (uv_tcp_open(&w->listener, w->listen_fd) != 0 ||
-        uv_listen((uv_stream_t *)&w->listener, 4096, kn_on_connection) != 0) {
-        snprintf(err, errlen, "cannot listen: %s", strerror(errno));
-        return -1;
+    /* Round up so the total is never below the configured maximum... nor far above. */
+    w->max_conns = (kn_set.max_connections + kn_nworkers - 1) / kn_nworkers;
+    if (w->listen_fd >= 0) {
+        uv_tcp_init(&w->loop, &w->listener);
+        w->listener.data = w;
+        if (uv_tcp_open(&w->listener, w->listen_fd) != 0 ||
+            uv_listen((uv_stream_t *)&w->listener, 4096, kn_on_connection) != 0) {
+            snprintf(err, errlen, "cannot listen: %s", strerror(errno));
+            return -1;
+        }
+        w->listening = true;
     }
-    w->listening = true;
     uv_async_init(&w->loop, &w->wake, worker_wake);
     w->wake.data = w;
     if (uv_thread_create(&w->thread, worker_main, w) != 0) {
@@ -314,11 +345,21 @@ static void tell_workers(int cmd)
     }
 }
 
-static void on_grace(uv_timer_t *t)
+static void on_hard_stop(uv_timer_t *t)
 {
     (void)t;
+    /* Thread-pool work cannot be interrupted; the grace period is a promise
+     * to the operator, so leave without it. */
+    kn_log(RX_LOG_WARN, NULL, "%d workers still busy with offloaded work after the grace period: exiting",
+           kn_nworkers - atomic_load(&workers_done));
+    _exit(0);
+}
+
+static void on_grace(uv_timer_t *t)
+{
     kn_log(RX_LOG_WARN, NULL, "shutdown grace period over: closing remaining connections");
     tell_workers(2);
+    uv_timer_start(t, on_hard_stop, 1000, 0);
 }
 
 static void on_signal(uv_signal_t *s, int signum)
@@ -359,7 +400,7 @@ static void raise_nofile(void)
                (unsigned long long)rl.rlim_cur, kn_set.max_connections);
 }
 
-int kn_serve(void)
+int kn_serve(bool http)
 {
     char err[512];
     raise_nofile();
@@ -374,7 +415,7 @@ int kn_serve(void)
         kn_workers[i]->id = i;
         kn_workers[i]->listen_fd = -1;
     }
-    int rc = open_listeners(err, sizeof(err));
+    int rc = http ? open_listeners(err, sizeof(err)) : 0;
     uv_loop_t *main_loop = uv_default_loop();
     uv_async_init(main_loop, &main_wake, on_main_wake);
     uv_signal_init(main_loop, &sig_term);
@@ -403,9 +444,13 @@ int kn_serve(void)
         atomic_fetch_add(&workers_done, kn_nworkers - started);
         uv_async_send(&main_wake);
     } else {
-        kn_log(RX_LOG_INFO, NULL, "listening on %s:%d with %d workers, %zu modules, %zu routes",
-               kn_set.listen_host, kn_set.listen_port, kn_nworkers, kn_reg.modules.n,
-               kn_reg.routes.n);
+        if (http)
+            kn_log(RX_LOG_INFO, NULL, "listening on %s:%d with %d workers, %zu modules, %zu routes",
+                   kn_set.listen_host, kn_set.listen_port, kn_nworkers, kn_reg.modules.n,
+                   kn_reg.routes.n);
+        else
+            kn_log(RX_LOG_INFO, NULL, "job worker running with %d workers, %zu modules",
+                   kn_nworkers, kn_reg.modules.n);
     }
     uv_run(main_loop, UV_RUN_DEFAULT);
     for (int i = 0; i < started; i++)

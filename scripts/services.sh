@@ -39,12 +39,13 @@ case "$PG_PORT$REDIS_PORT" in *[!0-9]*) die "RXD_PG_PORT and RXD_REDIS_PORT must
 
 is_root() { [ "$(id -u)" -eq 0 ]; }
 
-# Run a PostgreSQL server-side tool as the user who owns the data dir.
+# Run a PostgreSQL server-side tool as the user who owns the data dir. Without the
+# lock's fd: a server that inherited it would hold the lock for its whole life.
 as_pg() {
     if is_root; then
-        (cd / && runuser -u postgres -- "$@")
+        (cd / && runuser -u postgres -- "$@" 9>&-)
     else
-        "$@"
+        "$@" 9>&-
     fi
 }
 
@@ -77,10 +78,12 @@ redis_ours_pid() {
 }
 
 check_installed() {
-    [ -x "$PG_BIN/initdb" ] && [ -x "$PG_BIN/psql" ] ||
+    if [ ! -x "$PG_BIN/initdb" ] || [ ! -x "$PG_BIN/psql" ]; then
         die "PostgreSQL 15 is not installed ($PG_BIN); run scripts/deps.sh"
-    command -v redis-server >/dev/null && command -v redis-cli >/dev/null ||
+    fi
+    if ! command -v redis-server >/dev/null || ! command -v redis-cli >/dev/null; then
         die "redis-server/redis-cli not installed; run scripts/deps.sh"
+    fi
 }
 
 # Serialise concurrent start/stop (e.g. two make targets in parallel).
@@ -211,9 +214,9 @@ dir "$REDIS_DIR"
 save ""
 appendonly no
 EOF
-    redis-server "$REDIS_CONF" || die "redis-server failed to start (log: $REDIS_LOG)"
-    local i
-    for i in $(seq 100); do
+    redis-server "$REDIS_CONF" 9>&- || die "redis-server failed to start (log: $REDIS_LOG)"
+    local _
+    for _ in $(seq 100); do
         redis_up && break
         sleep 0.1
     done
@@ -225,10 +228,10 @@ EOF
 }
 
 redis_stop() {
-    local pid i
+    local pid _
     if pid=$(redis_ours_pid); then
         kill -TERM "$pid"
-        for i in $(seq 100); do
+        for _ in $(seq 100); do
             kill -0 "$pid" 2>/dev/null || break
             sleep 0.1
         done

@@ -437,12 +437,242 @@ typedef enum rx_log_level { RX_LOG_DEBUG, RX_LOG_INFO, RX_LOG_WARN, RX_LOG_ERROR
 RX_EXPORT void rx_log(const rx_module *m, rx_log_level level, const char *fmt, ...) RX_PRINTF(3, 4);
 
 /* ------------------------------------------------------------------------ */
-/* Reserved for the data layer (ABI 1.x minor additions):                   */
-/*   rx_db_*     async PostgreSQL (pool per worker), rx_rows accessors        */
-/*   rx_redis_*  async Redis, rate limiter, publish/subscribe                 */
-/*   rx_task / rx_enqueue / rx_every   durable jobs                           */
-/*   rx_migrations   embedded migrations                                      */
+/* PostgreSQL                                                               */
 /* ------------------------------------------------------------------------ */
+/*
+ * Every worker has its own pool of non-blocking connections (config
+ * `database.url`, `database.pool_size`, `database.queue_size`,
+ * `database.timeout`). A query is sent with parameters only (never build SQL
+ * from input), and its callback runs later on the same worker thread, exactly
+ * once, also when it fails: check rx_rows_failed() first.
+ *
+ * Failures: the database unreachable, the pool's wait queue full, or a query
+ * that waited or ran longer than `database.timeout` (default 5 s) fail with
+ * RX_EUNAVAIL / RX_ETIMEDOUT and rx_reply_db_error() answers 503 with
+ * Retry-After; an SQL error (constraint, syntax) fails with RX_EDB and the
+ * SQLSTATE is readable (rx_rows_sqlstate: "23505" unique violation, ...).
+ *
+ * Values come back as text, readable with typed getters or converted to JSON
+ * by column type: int2/4/8 -> integer, numeric -> string ("12.50"), bool ->
+ * true/false, json/jsonb -> JSON, timestamptz -> "2026-11-22T10:00:00Z"
+ * (UTC, fraction kept when present), float -> real, NULL -> null, anything
+ * else -> string. Sessions run with TimeZone=UTC.
+ */
+
+enum { RX_EDB = -20 }; /* the database answered with an SQL error */
+
+typedef enum rx_param_type {
+    RX_P_NULL = 0,
+    RX_P_TEXT,
+    RX_P_INT,
+    RX_P_BOOL,
+    RX_P_FLOAT,
+    RX_P_JSON,
+    RX_P_BYTES
+} rx_param_type;
+
+/* One query parameter. Build them with the macros below; strings and JSON are
+ * copied when the query is queued, so temporaries are fine. */
+typedef struct rx_param {
+    rx_param_type type;
+    union {
+        const char *s;
+        int64_t i;
+        bool b;
+        double f;
+        const json_t *j;
+    } v;
+    size_t len; /* RX_P_BYTES only */
+} rx_param;
+
+#define RX_NULL ((rx_param){.type = RX_P_NULL})
+#define RX_TEXT(x) ((rx_param){.type = RX_P_TEXT, .v.s = (x)})   /* NULL -> SQL NULL */
+#define RX_INT(x) ((rx_param){.type = RX_P_INT, .v.i = (int64_t)(x)})
+#define RX_BOOL(x) ((rx_param){.type = RX_P_BOOL, .v.b = (x)})
+#define RX_FLOAT(x) ((rx_param){.type = RX_P_FLOAT, .v.f = (x)})
+#define RX_JSON(x) ((rx_param){.type = RX_P_JSON, .v.j = (x)})   /* borrowed; NULL -> SQL NULL */
+#define RX_BYTES(p, n) ((rx_param){.type = RX_P_BYTES, .v.s = (const char *)(p), .len = (n)})
+
+typedef struct rx_rows rx_rows; /* a query's outcome; valid during its callback only */
+typedef void (*rx_db_cb)(rx_req *req, rx_rows *rows);
+
+/* Queue `sql` with `nparams` parameters ($1..$n) on this worker's pool; `cb`
+ * runs later with the result (the statement is prepared once per connection
+ * and reused). Returns 0, or RX_EINVAL for bad arguments (then cb never runs).
+ * `req` may be a job (see Jobs). */
+RX_EXPORT int rx_db_query(rx_req *req, rx_db_cb cb, const char *sql, int nparams,
+                          const rx_param *params);
+/* rx_db(req, cb, "SELECT ... WHERE id = $1", RX_INT(id)) — at least one parameter;
+ * for none call rx_db_query(req, cb, sql, 0, NULL). */
+#define rx_db(req, cb, sql, ...)                                                                   \
+    rx_db_query(req, cb, sql, (int)(sizeof((rx_param[]){__VA_ARGS__}) / sizeof(rx_param)),        \
+                (rx_param[]){__VA_ARGS__})
+
+/* Several statements in one transaction on one connection, sent in one round
+ * trip (pipeline): BEGIN; stmts...; COMMIT. If one fails, the transaction is
+ * rolled back and cb gets that statement's failure; otherwise cb gets the
+ * rows of the LAST statement. For the rare case one statement (CTEs, an SQL
+ * function) cannot do it. */
+typedef struct rx_stmt {
+    const char *sql;
+    int nparams;
+    const rx_param *params;
+} rx_stmt;
+RX_EXPORT int rx_db_tx(rx_req *req, rx_db_cb cb, int nstmts, const rx_stmt *stmts);
+
+RX_EXPORT bool rx_rows_failed(const rx_rows *r);
+/* 0, RX_EUNAVAIL, RX_ETIMEDOUT or RX_EDB. */
+RX_EXPORT int rx_rows_error(const rx_rows *r);
+/* For RX_EDB: the five-character SQLSTATE ("23505"), the constraint name if
+ * any, and the server's message (for logs: never send it to a client). */
+RX_EXPORT const char *rx_rows_sqlstate(const rx_rows *r);
+RX_EXPORT const char *rx_rows_constraint(const rx_rows *r);
+RX_EXPORT const char *rx_rows_message(const rx_rows *r);
+RX_EXPORT int rx_rows_count(const rx_rows *r);   /* rows returned */
+RX_EXPORT int64_t rx_rows_affected(const rx_rows *r); /* rows inserted/updated/deleted */
+RX_EXPORT int rx_rows_columns(const rx_rows *r);
+RX_EXPORT const char *rx_rows_column_name(const rx_rows *r, int col);
+RX_EXPORT int rx_rows_column(const rx_rows *r, const char *name); /* index, or -1 */
+RX_EXPORT bool rx_rows_isnull(const rx_rows *r, int row, int col);
+/* Text of a value, NULL for SQL NULL. Borrowed (valid during the callback). */
+RX_EXPORT const char *rx_rows_text(const rx_rows *r, int row, int col);
+/* Typed getters: 0, RX_ENOENT for NULL or out of range, RX_ERANGE if not that type. */
+RX_EXPORT int rx_rows_int(const rx_rows *r, int row, int col, int64_t *out);
+RX_EXPORT int rx_rows_bool(const rx_rows *r, int row, int col, bool *out);
+/* JSON of one value / one row as an object (column names as keys) / all rows
+ * as an array of objects, converted by column type. New references. */
+RX_EXPORT json_t *rx_rows_value(const rx_rows *r, int row, int col);
+RX_EXPORT json_t *rx_rows_object(const rx_rows *r, int row);
+RX_EXPORT json_t *rx_rows_array(const rx_rows *r);
+
+/* Reply to a failed query: 503 service_unavailable with Retry-After when the
+ * database is down, busy or slow; otherwise 500 (the SQL error is logged with
+ * the request id, never sent). */
+RX_EXPORT void rx_reply_db_error(rx_req *req, const rx_rows *rows);
+
+/* For CLI commands only (main thread, no workers): run one statement and
+ * block until it finishes. Returns the rows (caller frees with
+ * rx_rows_free) — never NULL; check rx_rows_failed(). */
+RX_EXPORT rx_rows *rx_db_run(rx_module *m, const char *sql, int nparams, const rx_param *params);
+RX_EXPORT void rx_rows_free(rx_rows *r);
+
+/* ------------------------------------------------------------------------ */
+/* Migrations                                                               */
+/* ------------------------------------------------------------------------ */
+/* A module's migrations/NNN_name.sql files are embedded in its .so at build
+ * time (CMake: rxd_module(name ... MIGRATIONS migrations) generates the array
+ * `const rx_migration <name>_migrations[]`). `rxd migrate` applies pending
+ * ones in module dependency order, each in its own transaction, under an
+ * advisory lock; a changed checksum of an applied one is an error. `serve`
+ * refuses to start with pending migrations unless given --migrate. */
+typedef struct rx_migration {
+    int version;      /* NNN */
+    const char *name; /* "create_users" */
+    const char *sql;
+} rx_migration;
+/* `list` ends with an entry whose version is 0. Only callable from init. */
+RX_EXPORT int rx_migrations(rx_module *m, const rx_migration *list);
+
+/* ------------------------------------------------------------------------ */
+/* Redis                                                                    */
+/* ------------------------------------------------------------------------ */
+/*
+ * One async connection per worker (config `redis.url`, `redis.timeout`,
+ * default 5 s). A command that does not answer in time, or Redis down, calls
+ * back with RX_ETIMEDOUT / RX_EUNAVAIL (reply 503 with rx_reply_unavailable).
+ * The callback runs exactly once on the worker's thread.
+ */
+typedef struct rx_redis_reply rx_redis_reply; /* valid during the callback only */
+typedef enum rx_redis_type {
+    RX_REDIS_NIL = 0,
+    RX_REDIS_STRING,
+    RX_REDIS_INTEGER,
+    RX_REDIS_ARRAY,
+    RX_REDIS_STATUS,
+    RX_REDIS_ERROR
+} rx_redis_type;
+typedef void (*rx_redis_cb)(rx_req *req, int err, const rx_redis_reply *reply);
+
+/* Send one command, argv[i] with argvlen[i] bytes (argvlen NULL: strlen). */
+RX_EXPORT int rx_redis_command(rx_req *req, rx_redis_cb cb, int argc, const char *const *argv,
+                               const size_t *argvlen);
+/* rx_redis(req, cb, "SET", key, value) — NUL-terminated string arguments. */
+#define rx_redis(req, cb, ...)                                                                     \
+    rx_redis_command(req, cb,                                                                      \
+                     (int)(sizeof((const char *[]){__VA_ARGS__}) / sizeof(const char *)),         \
+                     (const char *const[]){__VA_ARGS__}, NULL)
+
+RX_EXPORT rx_redis_type rx_redis_reply_type(const rx_redis_reply *r);
+RX_EXPORT int64_t rx_redis_reply_int(const rx_redis_reply *r);
+/* STRING, STATUS, ERROR: bytes and length. Borrowed. */
+RX_EXPORT const char *rx_redis_reply_str(const rx_redis_reply *r, size_t *len);
+RX_EXPORT size_t rx_redis_reply_len(const rx_redis_reply *r); /* ARRAY elements */
+RX_EXPORT const rx_redis_reply *rx_redis_reply_elem(const rx_redis_reply *r, size_t i);
+
+/* Rate limiting shared by every instance (one atomic Redis script, sliding
+ * window). `key` names the bucket ("login:ip:1.2.3.4"); `limit` events per
+ * `window_s` seconds. The callback learns whether this event is allowed, how
+ * many remain, and after how many seconds to retry. With config
+ * `ratelimit.enabled = false` every event is allowed without touching Redis. */
+typedef struct rx_ratelimit_result {
+    bool allowed;
+    int remaining;
+    int retry_after_s;
+} rx_ratelimit_result;
+typedef void (*rx_ratelimit_cb)(rx_req *req, int err, const rx_ratelimit_result *res);
+RX_EXPORT int rx_ratelimit(rx_req *req, const char *key, int limit, int window_s,
+                           rx_ratelimit_cb cb);
+/* 429 {"detail": ..., "code": code} with Retry-After. */
+RX_EXPORT void rx_reply_throttled(rx_req *req, int retry_after_s, const char *code,
+                                  const char *detail);
+
+/* Publish to every instance; subscribers registered at init get the message
+ * on every worker of every instance (cache invalidation, fan-out). */
+typedef void (*rx_message_fn)(const char *channel, const char *msg, size_t len, void *ud);
+RX_EXPORT int rx_publish(rx_req *req, const char *channel, const char *msg, size_t len);
+RX_EXPORT int rx_subscribe(rx_module *m, const char *channel, rx_message_fn fn, void *ud);
+
+/* ------------------------------------------------------------------------ */
+/* Jobs                                                                     */
+/* ------------------------------------------------------------------------ */
+/*
+ * Durable jobs in PostgreSQL (table rx_jobs). A job runs on a worker's event
+ * loop with an rx_req that has no client: every rx_db_*, rx_redis_*,
+ * rx_offload, rx_emit call works with it; rx_reply_* does not. The task
+ * function must eventually call rx_job_done() exactly once. A job that fails
+ * (or times out, or whose process dies) is retried with exponential backoff
+ * and jitter up to max_attempts, then marked dead with its last error.
+ *
+ * Enqueue in the same statement as the change that causes it, so both commit
+ * or neither does:  WITH o AS (INSERT ... RETURNING id)
+ *                   SELECT rx_enqueue('orders.notify', jsonb_build_object('id', o.id)) FROM o;
+ * SQL: rx_enqueue(task text, payload jsonb [, run_at timestamptz]) returns the job id.
+ */
+typedef struct rx_task_opts {
+    int max_attempts; /* default 5 */
+    int timeout_s;    /* per attempt, default 30 (also the lease) */
+    int backoff_ms;   /* first retry delay, doubled each attempt (+jitter); default 1000 */
+} rx_task_opts;
+
+typedef void (*rx_task_fn)(rx_req *job);
+/* Register task `name` (unique across modules, e.g. "notify.send"). Only from init. */
+RX_EXPORT int rx_task(rx_module *m, const char *name, rx_task_fn fn, const rx_task_opts *opts);
+/* Periodic task: `schedule` is an interval ("30s", "5m", "1h") or a 5-field
+ * cron expression in UTC ("*\/5 * * * *"). Fires once per slot across all
+ * instances. Only from init. */
+RX_EXPORT int rx_every(rx_module *m, const char *name, const char *schedule, rx_task_fn fn);
+
+/* From a task: the payload (borrowed), the job id, and this attempt (1..). */
+RX_EXPORT json_t *rx_job_payload(rx_req *job);
+RX_EXPORT int64_t rx_job_id(const rx_req *job);
+RX_EXPORT int rx_job_attempt(const rx_req *job);
+RX_EXPORT bool rx_req_is_job(const rx_req *req);
+/* Finish the job: error NULL = success; otherwise retried or dead. */
+RX_EXPORT void rx_job_done(rx_req *job, const char *error);
+
+/* Enqueue from C (its own statement). delay_s 0 = now. `cb` may be NULL. */
+RX_EXPORT int rx_enqueue(rx_req *req, const char *task, const json_t *payload, int delay_s,
+                         rx_db_cb cb);
 
 #ifdef __cplusplus
 }
