@@ -22,6 +22,8 @@
 
 #include <cmocka.h>
 
+extern char **environ;
+
 static kn_config *parse_ok(const char *text)
 {
     kn_config *c = NULL;
@@ -135,7 +137,8 @@ static void test_quoting(void **state)
                             "d = \"\"\n"
                             "e = \"x\"#tight comment\n"
                             "f = not \"quoted\"\n"
-                            "g = \"caf\xc3\xa9\"\n");
+                            "g = \"caf\xc3\xa9\"\n"
+                            "h = \xe2\x82\xac 5 \xf0\x9f\x92\x8a\n");
     assert_string_equal(kn_config_get(c, "a"), "with # hash");
     assert_string_equal(kn_config_get(c, "b"), "q\"uote\\slash\nnl\ttab");
     assert_string_equal(kn_config_get(c, "c"), "  padded  ");
@@ -143,6 +146,8 @@ static void test_quoting(void **state)
     assert_string_equal(kn_config_get(c, "e"), "x");
     assert_string_equal(kn_config_get(c, "f"), "not \"quoted\"");
     assert_string_equal(kn_config_get(c, "g"), "caf\xc3\xa9");
+    /* Three- and four-byte UTF-8 (euro sign, pill emoji) are valid text. */
+    assert_string_equal(kn_config_get(c, "h"), "\xe2\x82\xac 5 \xf0\x9f\x92\x8a");
     kn_config_free(c);
 }
 
@@ -250,6 +255,8 @@ static void test_bad_lines(void **state)
     expect_error("a = \xff\n", RX_EINVAL, "t.conf:1: invalid UTF-8");
     expect_error("a = \xc3\n", RX_EINVAL, "t.conf:1: invalid UTF-8");
     expect_error("a = \xc0\xaf\n", RX_EINVAL, "t.conf:1: invalid UTF-8");     /* overlong */
+    expect_error("a = \xe0\x80\xaf\n", RX_EINVAL, "t.conf:1: invalid UTF-8"); /* overlong */
+    expect_error("a = \xf4\x90\x80\x80\n", RX_EINVAL, "t.conf:1: invalid UTF-8"); /* > U+10FFFF */
     expect_error("a = \xed\xa0\x80\n", RX_EINVAL, "t.conf:1: invalid UTF-8"); /* surrogate */
     /* A lone CR in the middle of a line is not a line break. */
     expect_error("a = 1\rb = 2\n", RX_EINVAL, "t.conf:1: control character in line");
@@ -404,12 +411,15 @@ static void test_env_names_are_exact(void **state)
     /* Lower-case and unprefixed names are not overrides. */
     assert_int_equal(setenv("rxd_testcfg_lower", "x", 1), 0);
     assert_int_equal(setenv("TESTCFG_NOPREFIX", "x", 1), 0);
+    assert_int_equal(setenv("ABC_TESTCFG_OTHER", "x", 1), 0);
     assert_int_equal(setenv("RXD_TESTCFG_A_B", "ab", 1), 0);
     kn_config *c = kn_config_empty();
     assert_non_null(c);
     assert_null(kn_config_get(c, "testcfg.lower"));
     assert_null(kn_config_get(c, "testcfg_noprefix"));
     assert_null(kn_config_get(c, "noprefix"));
+    assert_null(kn_config_get(c, "testcfg.other"));
+    assert_null(kn_config_get(c, "cfg.noprefix"));
     /* '.', '-' and '_' all spell '_'. */
     assert_string_equal(kn_config_get(c, "testcfg.a.b"), "ab");
     assert_string_equal(kn_config_get(c, "testcfg.a-b"), "ab");
@@ -423,7 +433,27 @@ static void test_env_names_are_exact(void **state)
     kn_config_free(c);
     unsetenv("rxd_testcfg_lower");
     unsetenv("TESTCFG_NOPREFIX");
+    unsetenv("ABC_TESTCFG_OTHER");
     unsetenv("RXD_TESTCFG_A_B");
+}
+
+static void test_env_duplicate_names(void **state)
+{
+    (void)state;
+    /* environ can hold a name twice (execve() does not stop it); the first
+     * one is what getenv() answers, so it is what the config must answer. */
+    char a[] = "RXD_TESTCFG_TWICE=first", b[] = "RXD_TESTCFG_TWICE=second";
+    char c1[] = "RXD_=nameless", c2[] = "RXD_TESTCFG_NOEQ";
+    char *fake[] = {c1, a, c2, b, NULL};
+    char **saved = environ;
+    environ = fake;
+    kn_config *c = kn_config_empty();
+    environ = saved;
+    assert_non_null(c);
+    assert_string_equal(kn_config_get(c, "testcfg.twice"), "first");
+    assert_null(kn_config_get(c, "testcfg.noeq"));
+    assert_null(kn_config_get(c, ""));
+    kn_config_free(c);
 }
 
 /* ------------------------------------------------------------------ */
@@ -755,6 +785,7 @@ int main(void)
         cmocka_unit_test(test_env_wins_and_is_captured_once),
         cmocka_unit_test(test_env_empty_value_and_typed),
         cmocka_unit_test(test_env_names_are_exact),
+        cmocka_unit_test(test_env_duplicate_names),
         cmocka_unit_test(test_int),
         cmocka_unit_test(test_bool),
         cmocka_unit_test(test_size),
