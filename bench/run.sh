@@ -112,7 +112,8 @@ median() { # numbers...
 
 errnote() { if [ "$1" -gt 0 ]; then echo "  ($1 errors)"; fi; }
 
-verdict() { # value op target -> "ok" / "MISS"
+verdict() { # value op target -> "ok" / "MISS" / "n/a"
+    case "$1" in '' | *[!0-9.]*) echo n/a; return ;; esac
     awk -v v="$1" -v t="$3" -v op="$2" 'BEGIN {
         ok = (op == ">=") ? (v >= t) : (v <= t); print ok ? "ok" : "MISS" }'
 }
@@ -174,21 +175,37 @@ sleep 1
 rss_idle=$(rss_kib "$RXD_PID")
 echo "rss      rxd idle $rss_idle KiB; opening $CONNS keep-alive connections"
 
-# coproc sets HOLD_PID and the HOLD pipe fds.
-coproc HOLD { exec python3 bench/hold_conns.py --port "$RXD_PORT" -n "$CONNS" 2>"$OUT/hold.err"; }
-hold_line=
-read -r -t 600 hold_line <&"${HOLD[0]}" || true
-[ "$hold_line" = "ready $CONNS" ] ||
-    { cat "$OUT/hold.err" >&2; die "could not open $CONNS connections to rxd"; }
-sleep 1
-kill -0 "$RXD_PID" 2>/dev/null || die "rxd died holding $CONNS connections (log: $OUT/rxd.log)"
-rss_conns=$(rss_kib "$RXD_PID")
-eval "exec ${HOLD[1]}>&-" # EOF on its stdin: it checks the connections, closes them, exits
+# Its stdin is a FIFO we hold open: closing our end tells it to let go.
+rm -f "$OUT/hold.in" "$OUT/hold.out"
+mkfifo "$OUT/hold.in"
+python3 bench/hold_conns.py --port "$RXD_PORT" -n "$CONNS" \
+    <"$OUT/hold.in" >"$OUT/hold.out" 2>"$OUT/hold.err" &
+HOLD_PID=$!
+exec {hold_w}>"$OUT/hold.in"
+for _ in $(seq 3000); do # up to 10 minutes
+    grep -q '^ready' "$OUT/hold.out" && break
+    kill -0 "$HOLD_PID" 2>/dev/null || break
+    sleep 0.2
+done
+hold_line=$(head -n1 "$OUT/hold.out")
+rss_conns=n/a per_conn=n/a
+if [ "$hold_line" = "ready $CONNS" ]; then
+    sleep 1
+    kill -0 "$RXD_PID" 2>/dev/null || die "rxd died holding $CONNS connections (log: $OUT/rxd.log)"
+    rss_conns=$(rss_kib "$RXD_PID")
+    per_conn=$(awk -v a="$rss_conns" -v b="$rss_idle" -v n="$CONNS" \
+        'BEGIN { printf "%.2f", (a - b) / n }')
+fi
+# EOF on its stdin: it checks the connections are still open, closes them and exits.
+exec {hold_w}>&-
 hold_rc=0
 wait "$HOLD_PID" || hold_rc=$?
-HOLD_PID=
-[ "$hold_rc" = 0 ] || { cat "$OUT/hold.err" >&2; echo "bench: warning: see above"; }
-per_conn=$(awk -v a="$rss_conns" -v b="$rss_idle" -v n="$CONNS" 'BEGIN { printf "%.2f", (a - b) / n }')
+HOLD_PID=''
+if [ "$hold_rc" != 0 ]; then
+    sed 's/^/bench: /' "$OUT/hold.err"
+    echo "bench: warning: holding $CONNS connections failed (above); no per-connection figure"
+fi
+kill -0 "$RXD_PID" 2>/dev/null || die "rxd died after the connection test (log: $OUT/rxd.log)"
 echo "rss      rxd with $CONNS connections $rss_conns KiB"
 sleep 1
 

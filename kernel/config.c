@@ -9,7 +9,9 @@
  * Lookups sit on request paths, so the file keys and the environment each get
  * an open-addressing hash table, and a lookup allocates nothing.
  */
+#ifndef _POSIX_C_SOURCE
 #define _POSIX_C_SOURCE 200809L
+#endif
 
 #include "kn.h"
 
@@ -298,8 +300,8 @@ static bool name_ok(const char *s, size_t n)
         return false;
     for (size_t i = 0; i < n; i++) {
         char ch = s[i];
-        bool ok = (ch >= 'a' && ch <= 'z') || (ch >= '0' && ch <= '9') || ch == '_' ||
-                  ch == '-' || ch == '.';
+        bool ok = (ch >= 'a' && ch <= 'z') || (ch >= '0' && ch <= '9') || ch == '_' || ch == '-' ||
+                  ch == '.';
         if (!ok || (ch == '.' && s[i + 1] == '.'))
             return false;
     }
@@ -771,14 +773,8 @@ static int parse_with_unit(const kn_config *c, const char *key, long long def, l
 int kn_config_size(const kn_config *c, const char *key, long long def, long long *out)
 {
     static const unit units[] = {
-        {"", 1},
-        {"b", 1},
-        {"k", 1LL << 10},
-        {"kb", 1LL << 10},
-        {"m", 1LL << 20},
-        {"mb", 1LL << 20},
-        {"g", 1LL << 30},
-        {"gb", 1LL << 30},
+        {"", 1},          {"b", 1},          {"k", 1LL << 10}, {"kb", 1LL << 10},
+        {"m", 1LL << 20}, {"mb", 1LL << 20}, {"g", 1LL << 30}, {"gb", 1LL << 30},
     };
     return parse_with_unit(c, key, def, out, units, sizeof units / sizeof units[0]);
 }

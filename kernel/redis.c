@@ -23,7 +23,11 @@
  *    callbacks compare the context they get with link->ac to ignore stale ones.
  *  - We never free a context from inside its own callbacks: a handshake error
  *    seen in a reply callback schedules the kill on the link's timer instead.
- *  - The adapter's uv_poll handle is closed (and freed) by hiredis' cleanup.
+ *  - The event adapter's uv_poll handle is closed (and freed) by hiredis'
+ *    cleanup hook. The adapter is ours, not hiredis 0.14's adapters/libuv.h:
+ *    that one ignores libuv's error status (libuv reports POLLERR, e.g. a
+ *    refused connect, as a status and stops the handle), so a connect to a
+ *    stopped server hung until our timeout instead of failing at once.
  *  - A callback of ours always runs later, on the worker's loop, never inside
  *    rx_redis_command(): failures known at once go through a deferred list
  *    flushed by a zero-delay timer.
@@ -34,7 +38,7 @@
 #include "kn_data.h"
 
 #include <arpa/inet.h>
-#include <hiredis/adapters/libuv.h>
+#include <ctype.h>
 #include <hiredis/async.h>
 #include <hiredis/hiredis.h>
 #include <netdb.h>
@@ -75,14 +79,11 @@ static bool pct_decode(const char *src, size_t n, char *dst, size_t cap)
     for (size_t i = 0; i < n; i++) {
         char ch = src[i];
         if (ch == '%') {
-            if (i + 2 >= n + 0 && i + 2 > n - 1 + 1)
+            if (i + 2 >= n || !isxdigit((unsigned char)src[i + 1]) ||
+                !isxdigit((unsigned char)src[i + 2]))
                 return false;
             char hex[3] = {src[i + 1], src[i + 2], 0};
-            char *end;
-            long v = strtol(hex, &end, 16);
-            if (*end != '\0' || hex[0] == '\0' || hex[1] == '\0')
-                return false;
-            ch = (char)v;
+            ch = (char)strtol(hex, NULL, 16);
             i += 2;
         }
         if (o + 1 >= cap)
@@ -232,6 +233,98 @@ void kn_redis_free(void)
     free(subs);
     subs = NULL;
     nsubs = subs_cap = 0;
+}
+
+/* ------------------------------------------------------------------ */
+/* hiredis <-> libuv                                                   */
+/* ------------------------------------------------------------------ */
+
+typedef struct uvev {
+    redisAsyncContext *ac; /* NULL once hiredis cleaned up */
+    uv_poll_t poll;
+    int events;
+} uvev;
+
+static void ev_poll_cb(uv_poll_t *h, int status, int events)
+{
+    uvev *e = h->data;
+    if (status < 0 && e->ac != NULL) {
+        /* A socket error: let hiredis find it (SO_ERROR on a connect, a
+         * failing read otherwise) and tear the context down its usual way. */
+        events = (e->ac->c.flags & REDIS_CONNECTED) ? UV_READABLE : UV_WRITABLE;
+    }
+    if (e->ac != NULL && (events & UV_READABLE))
+        redisAsyncHandleRead(e->ac);
+    if (e->ac != NULL && (events & UV_WRITABLE))
+        redisAsyncHandleWrite(e->ac);
+}
+
+static void ev_set(uvev *e, int events)
+{
+    e->events = events;
+    if (uv_is_closing((uv_handle_t *)&e->poll))
+        return;
+    if (events)
+        uv_poll_start(&e->poll, events, ev_poll_cb);
+    else
+        uv_poll_stop(&e->poll);
+}
+
+static void ev_add_read(void *p)
+{
+    uvev *e = p;
+    ev_set(e, e->events | UV_READABLE);
+}
+
+static void ev_del_read(void *p)
+{
+    uvev *e = p;
+    ev_set(e, e->events & ~UV_READABLE);
+}
+
+static void ev_add_write(void *p)
+{
+    uvev *e = p;
+    ev_set(e, e->events | UV_WRITABLE);
+}
+
+static void ev_del_write(void *p)
+{
+    uvev *e = p;
+    ev_set(e, e->events & ~UV_WRITABLE);
+}
+
+static void ev_closed(uv_handle_t *h)
+{
+    free(h->data);
+}
+
+static void ev_cleanup(void *p)
+{
+    uvev *e = p;
+    e->ac = NULL;
+    if (!uv_is_closing((uv_handle_t *)&e->poll))
+        uv_close((uv_handle_t *)&e->poll, ev_closed);
+}
+
+static int ev_attach(redisAsyncContext *ac, uv_loop_t *loop)
+{
+    uvev *e = calloc(1, sizeof(*e));
+    if (e == NULL)
+        return REDIS_ERR;
+    if (uv_poll_init(loop, &e->poll, ac->c.fd) != 0) {
+        free(e);
+        return REDIS_ERR;
+    }
+    e->poll.data = e;
+    e->ac = ac;
+    ac->ev.data = e;
+    ac->ev.addRead = ev_add_read;
+    ac->ev.delRead = ev_del_read;
+    ac->ev.addWrite = ev_add_write;
+    ac->ev.delWrite = ev_del_write;
+    ac->ev.cleanup = ev_cleanup;
+    return REDIS_OK;
 }
 
 /* ------------------------------------------------------------------ */
@@ -601,9 +694,8 @@ static void link_timer_cb(uv_timer_t *t)
     if (l->head != NULL && now >= l->head->deadline) {
         for (op *o = l->head; o && now >= o->deadline; o = o->next)
             o->err = RX_ETIMEDOUT;
-        kn_log(RX_LOG_WARN, NULL, "redis: worker %d command timed out after %llu ms: reconnecting",
-               l->r->w->id, (unsigned long long)(now - l->head->deadline + l->r->cmd.backoff_ms * 0 +
-                                                 (uint64_t)cfg.timeout_ms));
+        kn_log(RX_LOG_WARN, NULL, "redis: worker %d: a command got no answer within %lld ms: "
+               "reconnecting", l->r->w->id, cfg.timeout_ms);
         l->fail_logged = true; /* the reconnect logs "restored" */
         link_kill(l);
         return;
@@ -742,7 +834,7 @@ static void do_connect(link *l, const char *ip)
         link_down(l);
         return;
     }
-    if (redisLibuvAttach(ac, &r->w->loop) != REDIS_OK) {
+    if (ev_attach(ac, &r->w->loop) != REDIS_OK) {
         link_fail_log(l, "cannot connect", "event loop");
         redisAsyncFree(ac);
         link_down(l);
@@ -936,13 +1028,13 @@ static int probe_blocking(char *why, size_t len)
 {
     struct timeval tv = {(time_t)(cfg.timeout_ms / 1000), (long)(cfg.timeout_ms % 1000) * 1000};
     redisContext *c = redisConnectWithTimeout(cfg.host, cfg.port, tv);
+    redisReply *rep = NULL;
     int rc = 1;
     if (c == NULL || c->err) {
         snprintf(why, len, "redis unreachable");
         goto out;
     }
     redisSetTimeout(c, tv);
-    redisReply *rep = NULL;
     if (cfg.auth) {
         rep = cfg.user[0] ? redisCommand(c, "AUTH %s %s", cfg.user, cfg.pass)
                           : redisCommand(c, "AUTH %s", cfg.pass);
@@ -951,6 +1043,7 @@ static int probe_blocking(char *why, size_t len)
             goto out;
         }
         freeReplyObject(rep);
+        rep = NULL;
     }
     rep = cfg.db ? redisCommand(c, "SELECT %ld", cfg.db) : redisCommand(c, "PING");
     if (rep == NULL || rep->type == REDIS_REPLY_ERROR) {
@@ -1148,7 +1241,7 @@ int rx_publish(rx_req *req, const char *channel, const char *msg, size_t len)
 
 /* ---- replies: the opaque rx_redis_reply is hiredis' own redisReply ---- */
 
-static const redisReply *R(const rx_redis_reply *r)
+static const redisReply *rep_of(const rx_redis_reply *r)
 {
     return (const redisReply *)r;
 }
@@ -1157,7 +1250,7 @@ rx_redis_type rx_redis_reply_type(const rx_redis_reply *r)
 {
     if (r == NULL)
         return RX_REDIS_NIL;
-    switch (R(r)->type) {
+    switch (rep_of(r)->type) {
     case REDIS_REPLY_STRING: return RX_REDIS_STRING;
     case REDIS_REPLY_INTEGER: return RX_REDIS_INTEGER;
     case REDIS_REPLY_ARRAY: return RX_REDIS_ARRAY;
@@ -1169,30 +1262,30 @@ rx_redis_type rx_redis_reply_type(const rx_redis_reply *r)
 
 int64_t rx_redis_reply_int(const rx_redis_reply *r)
 {
-    return r && R(r)->type == REDIS_REPLY_INTEGER ? (int64_t)R(r)->integer : 0;
+    return r && rep_of(r)->type == REDIS_REPLY_INTEGER ? (int64_t)rep_of(r)->integer : 0;
 }
 
 const char *rx_redis_reply_str(const rx_redis_reply *r, size_t *len)
 {
-    if (r == NULL || (R(r)->type != REDIS_REPLY_STRING && R(r)->type != REDIS_REPLY_STATUS &&
-                      R(r)->type != REDIS_REPLY_ERROR)) {
+    if (r == NULL || (rep_of(r)->type != REDIS_REPLY_STRING && rep_of(r)->type != REDIS_REPLY_STATUS &&
+                      rep_of(r)->type != REDIS_REPLY_ERROR)) {
         if (len)
             *len = 0;
         return NULL;
     }
     if (len)
-        *len = R(r)->len;
-    return R(r)->str;
+        *len = rep_of(r)->len;
+    return rep_of(r)->str;
 }
 
 size_t rx_redis_reply_len(const rx_redis_reply *r)
 {
-    return r && R(r)->type == REDIS_REPLY_ARRAY ? R(r)->elements : 0;
+    return r && rep_of(r)->type == REDIS_REPLY_ARRAY ? rep_of(r)->elements : 0;
 }
 
 const rx_redis_reply *rx_redis_reply_elem(const rx_redis_reply *r, size_t i)
 {
-    if (r == NULL || R(r)->type != REDIS_REPLY_ARRAY || i >= R(r)->elements)
+    if (r == NULL || rep_of(r)->type != REDIS_REPLY_ARRAY || i >= rep_of(r)->elements)
         return NULL;
-    return (const rx_redis_reply *)R(r)->element[i];
+    return (const rx_redis_reply *)rep_of(r)->element[i];
 }

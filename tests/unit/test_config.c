@@ -6,7 +6,9 @@
  * Tests that touch the environment use RXD_TESTCFG_* names and remove them
  * before returning, so their order does not matter.
  */
+#ifndef _POSIX_C_SOURCE
 #define _POSIX_C_SOURCE 200809L
+#endif
 
 #include "kn.h"
 
@@ -243,10 +245,8 @@ static void test_bad_lines(void **state)
     expect_error("[cors\n", RX_EINVAL, "t.conf:1: bad section header: missing ']'");
     expect_error("[]\n", RX_EINVAL, "t.conf:1: bad section header '[]': use a-z 0-9 _ . -");
     expect_error("[ ]\n", RX_EINVAL, "t.conf:1: bad section header '[ ]': use a-z 0-9 _ . -");
-    expect_error("[Cors]\n", RX_EINVAL,
-                 "t.conf:1: bad section header '[Cors]': use a-z 0-9 _ . -");
-    expect_error("[a..b]\n", RX_EINVAL,
-                 "t.conf:1: bad section header '[a..b]': use a-z 0-9 _ . -");
+    expect_error("[Cors]\n", RX_EINVAL, "t.conf:1: bad section header '[Cors]': use a-z 0-9 _ . -");
+    expect_error("[a..b]\n", RX_EINVAL, "t.conf:1: bad section header '[a..b]': use a-z 0-9 _ . -");
     expect_error("[a] b\n", RX_EINVAL, "t.conf:1: bad section header: unexpected text after ']'");
     expect_error("[a]]\n", RX_EINVAL, "t.conf:1: bad section header: unexpected text after ']'");
 
@@ -254,10 +254,10 @@ static void test_bad_lines(void **state)
     expect_error("a = 1\nb = x\x7f\n", RX_EINVAL, "t.conf:2: control character in line");
     expect_error("a = \xff\n", RX_EINVAL, "t.conf:1: invalid UTF-8");
     expect_error("a = \xc3\n", RX_EINVAL, "t.conf:1: invalid UTF-8");
-    expect_error("a = \xc0\xaf\n", RX_EINVAL, "t.conf:1: invalid UTF-8");     /* overlong */
-    expect_error("a = \xe0\x80\xaf\n", RX_EINVAL, "t.conf:1: invalid UTF-8"); /* overlong */
+    expect_error("a = \xc0\xaf\n", RX_EINVAL, "t.conf:1: invalid UTF-8");         /* overlong */
+    expect_error("a = \xe0\x80\xaf\n", RX_EINVAL, "t.conf:1: invalid UTF-8");     /* overlong */
     expect_error("a = \xf4\x90\x80\x80\n", RX_EINVAL, "t.conf:1: invalid UTF-8"); /* > U+10FFFF */
-    expect_error("a = \xed\xa0\x80\n", RX_EINVAL, "t.conf:1: invalid UTF-8"); /* surrogate */
+    expect_error("a = \xed\xa0\x80\n", RX_EINVAL, "t.conf:1: invalid UTF-8");     /* surrogate */
     /* A lone CR in the middle of a line is not a line break. */
     expect_error("a = 1\rb = 2\n", RX_EINVAL, "t.conf:1: control character in line");
 
@@ -493,8 +493,7 @@ static void test_int(void **state)
     v = 0, assert_int_equal(kn_config_int(c, "unset", 99, &v), 0), assert_int_equal(v, 99);
     v = 0, assert_int_equal(kn_config_int(c, "empty", -1, &v), 0), assert_int_equal(v, -1);
 
-    const char *bad[] = {"over", "under", "huge", "trail", "hex", "frac", "word", "sign",
-                         "spaced"};
+    const char *bad[] = {"over", "under", "huge", "trail", "hex", "frac", "word", "sign", "spaced"};
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
         v = 1234;
         if (kn_config_int(c, bad[i], 0, &v) != RX_ERANGE)
@@ -570,18 +569,21 @@ static void test_size(void **state)
         const char *key;
         long long want;
     } ok[] = {
-        {"plain", 100},       {"b", 100},          {"k", 32768},        {"kb", 65536},
-        {"kup", 2048},        {"kbup", 2048},      {"m", 1048576},      {"mb", 3145728},
-        {"g", 2147483648LL},  {"gb", 1073741824},  {"space", 4096},     {"zero", 0},
-        {"max", LLONG_MAX},   {"gmax", 8589934591LL * 1073741824LL},
+        {"plain", 100},      {"b", 100},
+        {"k", 32768},        {"kb", 65536},
+        {"kup", 2048},       {"kbup", 2048},
+        {"m", 1048576},      {"mb", 3145728},
+        {"g", 2147483648LL}, {"gb", 1073741824},
+        {"space", 4096},     {"zero", 0},
+        {"max", LLONG_MAX},  {"gmax", 8589934591LL * 1073741824LL},
     };
     for (size_t i = 0; i < sizeof ok / sizeof ok[0]; i++) {
         long long v = -1;
         if (kn_config_size(c, ok[i].key, 0, &v) != 0 || v != ok[i].want)
             fail_msg("key %s: got %lld, want %lld", ok[i].key, v, ok[i].want);
     }
-    const char *bad[] = {"gover", "over", "neg", "negk", "plus", "suffix", "kk", "kib", "only",
-                         "frac"};
+    const char *bad[] = {"gover",  "over", "neg", "negk", "plus",
+                         "suffix", "kk",   "kib", "only", "frac"};
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
         long long v = 1234;
         if (kn_config_size(c, bad[i], 0, &v) != RX_ERANGE)
@@ -621,9 +623,8 @@ static void test_duration(void **state)
         const char *key;
         long long want;
     } ok[] = {
-        {"bare", 60000}, {"ms", 500},  {"s", 30000},   {"m", 120000},
-        {"h", 3600000},  {"up", 5000}, {"upms", 5},    {"space", 3000},
-        {"zero", 0},     {"maxms", LLONG_MAX},
+        {"bare", 60000}, {"ms", 500}, {"s", 30000},    {"m", 120000}, {"h", 3600000},
+        {"up", 5000},    {"upms", 5}, {"space", 3000}, {"zero", 0},   {"maxms", LLONG_MAX},
     };
     for (size_t i = 0; i < sizeof ok / sizeof ok[0]; i++) {
         long long v = -1;

@@ -1117,14 +1117,21 @@ static void test_431_long_url(void **state)
     expect_close(c);
 }
 
-static void test_unknown_method_501(void **state)
+/* llhttp cannot tell an unknown method from a garbled request line: both
+ * are a 400 that closes. */
+static void test_unknown_method_400(void **state)
 {
     (void)state;
-    static const char req[] = "FOO /hello HTTP/1.1\r\n\r\n";
-    resp r;
-    one_shot_close(req, sizeof(req) - 1, &r);
-    assert_int_equal(r.status, 501);
-    assert_error_body(&r, "not_implemented", "Method not implemented.");
+    static const char *const reqs[] = {"FOO /hello HTTP/1.1\r\n\r\n",
+                                       "get /hello HTTP/1.1\r\n\r\n",
+                                       "GETT /hello HTTP/1.1\r\n\r\n"};
+    for (size_t i = 0; i < sizeof(reqs) / sizeof(reqs[0]); i++) {
+        resp r;
+        one_shot_close(reqs[i], strlen(reqs[i]), &r);
+        assert_int_equal(r.status, 400);
+        assert_error_body(&r, "bad_request", "Malformed HTTP request.");
+        assert_true(is_hex(rh(&r, "X-Request-Id"), 24));
+    }
 }
 
 /* Bytes that are not HTTP at all (a TLS ClientHello, binary noise): an
@@ -1171,10 +1178,27 @@ static void test_malformed_400(void **state)
             fail_msg("request %zu (%s): status %d, want 400", i, bad[i], r.status);
         assert_header(&r, "Connection", "close");
         assert_error_body(&r, "bad_request", "Malformed HTTP request.");
-        assert_header(&r, "X-Request-Id", "-");
+        assert_true(is_hex(rh(&r, "X-Request-Id"), 24)); /* generated */
         expect_close(c);
         client_close(c);
     }
+}
+
+/* An early error carries the client's request id when its header arrived. */
+static void test_early_error_request_id(void **state)
+{
+    (void)state;
+    static const char bad_cl[] =
+        "POST /echo HTTP/1.1\r\nX-Request-Id: mine-1\r\nContent-Length: abc\r\n\r\n";
+    resp r;
+    one_shot_close(bad_cl, sizeof(bad_cl) - 1, &r);
+    assert_int_equal(r.status, 400);
+    assert_header(&r, "X-Request-Id", "mine-1");
+    static const char too_big[] =
+        "POST /echo HTTP/1.1\r\nX-Request-Id: mine-2\r\nContent-Length: 65\r\n\r\n";
+    one_shot_close(too_big, sizeof(too_big) - 1, &r);
+    assert_int_equal(r.status, 413);
+    assert_header(&r, "X-Request-Id", "mine-2");
 }
 
 /* A malformed request after a good one: the good one is answered first. */
@@ -1821,9 +1845,10 @@ int main(void)
         T(test_431_header_too_large),
         T(test_header_budget_boundary),
         T(test_431_long_url),
-        T(test_unknown_method_501),
+        T(test_unknown_method_400),
         T(test_garbage_400),
         T(test_malformed_400),
+        T(test_early_error_request_id),
         T(test_malformed_after_good),
         T(test_bare_lf),
         T(test_nul_in_header),
