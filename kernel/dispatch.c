@@ -117,19 +117,20 @@ static bool slash_redirect(rx_req *req)
 void kn_dispatch(rx_req *req)
 {
     kn_req_assign_id(req);
+    hold(req);
     if (req->route == NULL) {
         if (req->method == RX_OPTIONS && req->match.allowed)
             options(req);
-        else if (req->match.allowed == 0 && !slash_redirect(req))
-            not_found(req);
-        else if (!req->replied)
+        else if (req->match.allowed == 0) {
+            if (!slash_redirect(req))
+                not_found(req);
+        } else
             method_not_allowed(req);
-        return;
+    } else {
+        req->phase = PH_REQUEST;
+        req->hook_i = 0;
+        run(req);
     }
-    req->phase = PH_REQUEST;
-    req->hook_i = 0;
-    hold(req);
-    run(req);
     release(req);
 }
 

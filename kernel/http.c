@@ -19,6 +19,11 @@
 #include <string.h>
 #include <strings.h>
 
+/* Connections open in the whole process: max_connections is a process limit
+ * (SO_REUSEPORT spreads connections unevenly, so per-worker shares would
+ * refuse some while another worker has room). */
+atomic_llong kn_open_total;
+
 static void conn_close(kn_conn *c);
 static void read_stop(kn_conn *c);
 static void conn_feed(kn_conn *c, const char *data, size_t len);
@@ -533,6 +538,7 @@ static void conn_close(kn_conn *c)
     if (c->next)
         c->next->prev = c->prev;
     w->nconns--;
+    atomic_fetch_sub_explicit(&kn_open_total, 1, memory_order_relaxed);
     atomic_fetch_sub_explicit(&w->open_conns, 1, memory_order_relaxed);
     if (c->req != NULL && !c->writing) {
         /* A request still with its handler: it finishes on its own and its
@@ -560,7 +566,7 @@ void kn_on_connection(uv_stream_t *server, int status)
     uv_tcp_init(&w->loop, &c->tcp);
     c->tcp.data = c;
     c->handles = 1;
-    if (uv_accept(server, (uv_stream_t *)&c->tcp) != 0 || w->nconns >= w->max_conns ||
+    if (uv_accept(server, (uv_stream_t *)&c->tcp) != 0 || atomic_load_explicit(&kn_open_total, memory_order_relaxed) >= kn_set.max_connections ||
         w->draining) {
         /* Over the limit: refuse this one rather than starve the others. */
         uv_close((uv_handle_t *)&c->tcp, on_handle_closed);
@@ -609,6 +615,7 @@ static void conn_start(kn_conn *c)
         w->conns->prev = c;
     w->conns = c;
     w->nconns++;
+    atomic_fetch_add_explicit(&kn_open_total, 1, memory_order_relaxed);
     atomic_fetch_add_explicit(&w->open_conns, 1, memory_order_relaxed);
     atomic_fetch_add_explicit(&w->total_conns, 1, memory_order_relaxed);
     /* The first request must start within the header timeout. */

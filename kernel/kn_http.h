@@ -176,7 +176,7 @@ struct kn_worker {
     atomic_int cmd; /* 1 = drain, 2 = force close */
     bool draining;
     kn_conn *conns;
-    long long nconns, max_conns;
+    long long nconns;
     time_t date_at;
     char date[40];
     uint64_t rid_base, rid_seq;
@@ -187,6 +187,7 @@ struct kn_worker {
 };
 
 extern kn_worker **kn_workers;
+extern atomic_llong kn_open_total;
 extern int kn_nworkers;
 
 /* http.c */

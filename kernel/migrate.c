@@ -181,6 +181,15 @@ void kn_migrate_free(void)
     atomic_store(&checked_ok, false);
 }
 
+/* The kernel's tables (jobs, ...) only matter when there is a database: an
+ * rxd without database.url must still start, so then the kernel's own
+ * migrations do not count. A module's migrations always do: that module
+ * needs its tables. */
+static size_t kernel_count(void)
+{
+    return kn_db_url() != NULL ? list_len(kernel_migrations) : 0;
+}
+
 /* Every loaded module in dependency order, the kernel first, each with its
  * migrations (n = 0 for a module that has none: its old rows are still
  * checked). Caller frees. */
@@ -191,7 +200,7 @@ static mig_set *ordered_sets(size_t *count, size_t *total)
         return NULL;
     size_t k = 0;
     *total = 0;
-    v[k++] = (mig_set){NULL, kernel_migrations, list_len(kernel_migrations)};
+    v[k++] = (mig_set){NULL, kernel_migrations, kernel_count()};
     *total += v[0].n;
     for (size_t i = 0; i < kn_reg.modules.n; i++) {
         const kn_module *m = kn_reg.modules.v[i];
@@ -244,8 +253,8 @@ static int exec_cmd(PGconn *c, const char *sql, int nparams, const char *const *
 static PGconn *connect_db(size_t total, char *err, size_t errlen)
 {
     if (kn_db_url() == NULL) {
-        seterr(err, errlen, "database.url is not set (RXD_DATABASE_URL) and %zu migration%s "
-                            "must be checked",
+        seterr(err, errlen, "database.url is not set (RXD_DATABASE_URL) and modules have %zu "
+                            "migration%s",
                total, total == 1 ? "" : "s");
         return NULL;
     }
@@ -441,7 +450,8 @@ static int apply_all(bool cli, char *err, size_t errlen)
         /* Nothing to apply and nowhere to check: serving without a database is fine. */
         free(v);
         if (cli)
-            printf("no migrations: no loaded module has any\n");
+            printf("nothing to migrate: no loaded module has migrations and no database is "
+                   "configured\n");
         atomic_store(&checked_ok, true);
         return 0;
     }
@@ -613,7 +623,8 @@ static int status(void)
         return 1;
     }
     if (total == 0 && kn_db_url() == NULL) {
-        printf("no migrations: no loaded module has any\n");
+        printf("nothing to migrate: no loaded module has migrations and no database is "
+               "configured\n");
         free(v);
         return 0;
     }
@@ -730,7 +741,7 @@ int kn_migrate_ready(char *why, size_t len, void *data)
     if (atomic_load(&checked_ok))
         return 0;
     /* The registrations are read-only once serving: safe to scan unlocked. */
-    if (list_len(kernel_migrations) == 0 && sets.n == 0)
+    if (sets.n == 0 && kernel_count() == 0)
         return 0;
     seterr(why, len, "migrations were not checked at start-up");
     return 1;

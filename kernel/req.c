@@ -495,11 +495,12 @@ static void access_log(rx_req *req, uint64_t dur_us)
     if (o == NULL)
         return;
     char buf[2048];
-    size_t n = json_dumpb(o, buf, sizeof(buf), JSON_COMPACT | JSON_PRESERVE_ORDER);
+    size_t n = json_dumpb(o, buf, sizeof(buf),
+                          JSON_COMPACT | JSON_PRESERVE_ORDER | JSON_REAL_PRECISION(6));
     if (n > 0 && n <= sizeof(buf)) {
         kn_log_line(buf, n);
     } else {
-        char *s = json_dumps(o, JSON_COMPACT | JSON_PRESERVE_ORDER);
+        char *s = json_dumps(o, JSON_COMPACT | JSON_PRESERVE_ORDER | JSON_REAL_PRECISION(6));
         if (s) {
             kn_log_line(s, strlen(s));
             free(s);

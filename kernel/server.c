@@ -311,8 +311,6 @@ static int worker_start(kn_worker *w, char *err, size_t errlen)
         snprintf(err, errlen, "out of memory");
         return -1;
     }
-    /* Round up so the total is never below the configured maximum... nor far above. */
-    w->max_conns = (kn_set.max_connections + kn_nworkers - 1) / kn_nworkers;
     if (w->listen_fd >= 0) {
         uv_tcp_init(&w->loop, &w->listener);
         w->listener.data = w;
