@@ -32,7 +32,7 @@ ASAN_ENV := ASAN_OPTIONS="$${ASAN_OPTIONS:-detect_leaks=1}" \
 	UBSAN_OPTIONS="$${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1}"
 
 # cmake --build runs its own make: do not hand it ours (-j, jobserver, -n ...).
-CMAKE_BUILD = MAKEFLAGS= MFLAGS= $(CMAKE) --build
+CMAKE_BUILD = env -u MAKEFLAGS -u MFLAGS -u MAKELEVEL $(CMAKE) --build
 
 .PHONY: all build deps configure run test test-asan build-asan services stop bench format clean
 
@@ -79,7 +79,7 @@ stop:
 bench:
 	@$(DEPS) --bench
 	@$(MAKE) --no-print-directory build DEPS=true
-	bench/run.sh
+	BENCH_RXD=$(BUILD_DIR)/rxd bench/run.sh
 
 # Our C sources only: llhttp is compiled from the system's copy, not kept here.
 format:

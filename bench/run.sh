@@ -7,7 +7,8 @@
 # Memory: rxd's VmRSS just after start, then with 10,000 idle keep-alive connections
 # open (bench/hold_conns.py), and the KiB per connection.
 # A benchmark, not a test: it exits 0 whether or not the targets are met, non-zero
-# only when it could not measure. Everything it starts, it stops.
+# only when it could not measure. Everything it starts, it stops (the local
+# PostgreSQL and Redis too, if they were not running before).
 #
 #   make bench            (installs wrk + nginx, builds, runs this)
 #   bench/run.sh          (if both are there already)
@@ -59,10 +60,12 @@ stop_pid() { # pid signal: signal, wait up to 10 s, then SIGKILL
     kill -KILL "$pid" 2>/dev/null || true
     wait "$pid" 2>/dev/null || true
 }
+STOP_SERVICES=0
 cleanup() {
     stop_pid "$HOLD_PID" TERM
     stop_pid "$RXD_PID" TERM
     stop_pid "$NGINX_PID" QUIT
+    if [ "$STOP_SERVICES" = 1 ]; then scripts/services.sh stop >/dev/null || true; fi
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
@@ -131,6 +134,13 @@ echo "wrk      $(wrk --version 2>&1 | head -n1)"
 echo "load     wrk -t$THREADS -c$CLIENTS -d$DURATION --latency, $ROUNDS rounds each, alternating"
 
 # ---------------------------------------------------------------- start servers
+
+# rxd checks its own migrations at start, so it needs the database even without
+# modules: the local services (scripts/services.sh), unless the caller points
+# RXD_DATABASE_URL / RXD_REDIS_URL elsewhere. Stopped again if this script started them.
+scripts/services.sh status >/dev/null 2>&1 || STOP_SERVICES=1
+scripts/services.sh start >/dev/null
+eval "$(scripts/services.sh env)"
 
 port_free "$NGINX_PORT" || die "127.0.0.1:$NGINX_PORT is in use (BENCH_NGINX_PORT)"
 port_free "$RXD_PORT" || die "127.0.0.1:$RXD_PORT is in use (BENCH_RXD_PORT)"

@@ -413,20 +413,23 @@ static void arm_query_deadline(pconn *c)
     uv_timer_start(&c->timer, on_conn_timer, deadline > now ? deadline - now : 0, 0);
 }
 
+static void db_unref(kn_db *db);
+
 static void on_poll_closed(uv_handle_t *h)
 {
     pconn *c = h->data;
+    kn_db *db = c->db;
     c->handles--;
-    c->db->handles--;
     /* The socket is libpq's: finish only after the poll handle let go of it. */
     if (c->pg && c->state != PC_CONNECTING) {
         PQfinish(c->pg);
         c->pg = NULL;
     }
-    if (c->state == PC_CONNECTING && c->pg) {
+    if (c->state == PC_CONNECTING && c->pg && !db->stopping) {
         /* The socket changed during connect: watch the new one. */
         poll_update(c, UV_WRITABLE);
     }
+    db_unref(db); /* last: may free c */
 }
 
 static void poll_close(pconn *c)
@@ -795,20 +798,25 @@ static void on_poll(uv_poll_t *p, int status, int events)
 
 /* ---- worker life ---- */
 
-static void on_db_handle_closed(uv_handle_t *h)
+/* The pool is freed when its last libuv handle has closed. */
+static void db_unref(kn_db *db)
 {
-    kn_db *db = h->data;
     if (--db->handles == 0) {
         free(db->conns);
         free(db);
     }
 }
 
+static void on_db_handle_closed(uv_handle_t *h)
+{
+    db_unref(h->data);
+}
+
 static void on_conn_timer_closed(uv_handle_t *h)
 {
     pconn *c = h->data;
     c->handles--;
-    on_db_handle_closed((uv_handle_t *)&c->db->tick);
+    db_unref(c->db);
 }
 
 int kn_db_worker_start(kn_worker *w)

@@ -239,7 +239,18 @@ int main(int argc, char **argv)
         }
         free(doc);
         bool ready = true;
+        /* The kernel's own checks (database, Redis) describe running workers;
+         * here the database is checked directly, with the migrations. */
+        if (kn_db_url() != NULL) {
+            int prc = kn_migrate_pending(err, sizeof(err));
+            if (prc != 0) {
+                fprintf(stderr, "rxd check: %s\n", err);
+                ready = false;
+            }
+        }
         for (size_t i = 0; i < kn_reg.ready.n; i++) {
+            if (kn_reg.ready.v[i].module == NULL)
+                continue;
             char why[256] = "";
             if (kn_reg.ready.v[i].fn(why, sizeof(why), kn_reg.ready.v[i].data) != 0) {
                 fprintf(stderr, "rxd check: not ready: %s: %s\n", kn_reg.ready.v[i].name, why);

@@ -573,8 +573,9 @@ int kn_migrate_pending(char *err, size_t errlen)
             char item[160];
             snprintf(item, sizeof(item), "%s %s %03d_%s", listed ? "," : "", set_name(&v[k]),
                      v[k].list[i].version, v[k].list[i].name);
-            /* Leave room for the tail and a "... and N more" (~24 bytes). */
-            if (err && len + strlen(item) + sizeof(tail) + 24 < errlen) {
+            /* Leave room for the tail and a "... and N more" (~24 bytes); once
+             * one does not fit, list no more, so the list stays in order. */
+            if (err && listed + 1 == npending && len + strlen(item) + sizeof(tail) + 24 < errlen) {
                 append(err, errlen, &len, item);
                 listed++;
             }
