@@ -580,7 +580,13 @@ RX_EXPORT int rx_migrations(rx_module *m, const rx_migration *list);
  * One async connection per worker (config `redis.url`, `redis.timeout`,
  * default 5 s). A command that does not answer in time, or Redis down, calls
  * back with RX_ETIMEDOUT / RX_EUNAVAIL (reply 503 with rx_reply_unavailable).
- * The callback runs exactly once on the worker's thread.
+ * rx_redis_command and rx_ratelimit return 0 and then call back exactly once,
+ * later, on the worker's thread; RX_EINVAL, RX_ENOMEM or RX_ESTATE (worker
+ * stopping) mean the callback never runs. `err` is only about the connection
+ * (0, RX_EUNAVAIL, RX_ETIMEDOUT): an error answered by Redis arrives with
+ * err 0 and type RX_REDIS_ERROR. Connection-state commands (SUBSCRIBE and
+ * friends, MONITOR, SELECT, QUIT, RESET) are refused with RX_EINVAL: use
+ * rx_subscribe, and the database number of redis.url.
  */
 typedef struct rx_redis_reply rx_redis_reply; /* valid during the callback only */
 typedef enum rx_redis_type {
@@ -619,15 +625,21 @@ typedef struct rx_ratelimit_result {
     int remaining;
     int retry_after_s;
 } rx_ratelimit_result;
+/* `res` is never NULL; when err != 0 it says refused, retry after 1 s. */
 typedef void (*rx_ratelimit_cb)(rx_req *req, int err, const rx_ratelimit_result *res);
 RX_EXPORT int rx_ratelimit(rx_req *req, const char *key, int limit, int window_s,
                            rx_ratelimit_cb cb);
-/* 429 {"detail": ..., "code": code} with Retry-After. */
+/* 429 {"detail": ..., "code": code} with Retry-After. code NULL = "throttled";
+ * detail NULL = DRF's "Request was throttled. Expected available in N seconds." */
 RX_EXPORT void rx_reply_throttled(rx_req *req, int retry_after_s, const char *code,
                                   const char *detail);
 
 /* Publish to every instance; subscribers registered at init get the message
- * on every worker of every instance (cache invalidation, fan-out). */
+ * on every worker of every instance (cache invalidation, fan-out).
+ * rx_publish has no callback: RX_EUNAVAIL at once when Redis is down.
+ * Handlers run on every worker thread at the same time (`ud` must be thread
+ * safe); messages published while a subscriber reconnects are lost, so use
+ * pub/sub for hints (invalidate, refresh), never as the only copy of data. */
 typedef void (*rx_message_fn)(const char *channel, const char *msg, size_t len, void *ud);
 RX_EXPORT int rx_publish(rx_req *req, const char *channel, const char *msg, size_t len);
 RX_EXPORT int rx_subscribe(rx_module *m, const char *channel, rx_message_fn fn, void *ud);
