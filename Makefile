@@ -34,7 +34,7 @@ ASAN_ENV := ASAN_OPTIONS="$${ASAN_OPTIONS:-detect_leaks=1}" \
 # cmake --build runs its own make: do not hand it ours (-j, jobserver, -n ...).
 CMAKE_BUILD = env -u MAKEFLAGS -u MFLAGS -u MAKELEVEL $(CMAKE) --build
 
-.PHONY: all build deps configure run test test-asan build-asan services stop bench format clean
+.PHONY: all build deps configure run test test-asan build-asan services stop bench fuzz format clean
 
 all: build
 
@@ -81,10 +81,27 @@ bench:
 	@$(MAKE) --no-print-directory build DEPS=true
 	BENCH_RXD=$(BUILD_DIR)/rxd bench/run.sh
 
+# libFuzzer targets (clang-14), each run for FUZZ_SECONDS; CI runs a short smoke.
+FUZZ_DIR ?= build-fuzz
+FUZZ_SECONDS ?= 20
+fuzz: deps
+	@test -f $(FUZZ_DIR)/CMakeCache.txt || \
+	    CC=clang-14 $(CMAKE) -S . -B $(FUZZ_DIR) -DCMAKE_BUILD_TYPE=RelWithDebInfo -DRXD_FUZZ=ON -DRXD_WEB_ASSETS=OFF
+	$(CMAKE_BUILD) $(FUZZ_DIR) -j $(JOBS) --target fuzz_router fuzz_config fuzz_http
+	@for t in router config http; do \
+	    echo "== fuzz_$$t ($(FUZZ_SECONDS) s)"; \
+	    mkdir -p $(FUZZ_DIR)/corpus/$$t && \
+	    if ! $(FUZZ_DIR)/tests/fuzz_$$t -max_total_time=$(FUZZ_SECONDS) -print_final_stats=1 \
+	        $(FUZZ_DIR)/corpus/$$t > $(FUZZ_DIR)/fuzz_$$t.log 2>&1; then \
+	        tail -n 60 $(FUZZ_DIR)/fuzz_$$t.log; echo "fuzz_$$t FAILED"; exit 1; \
+	    fi; \
+	    grep -E '^Done|exec_per_sec|new_units' $(FUZZ_DIR)/fuzz_$$t.log; \
+	done
+
 # Our C sources only: llhttp is compiled from the system's copy, not kept here.
 format:
 	@find kernel sdk modules tests bench -name '*.[ch]' -print0 2>/dev/null | \
 	    xargs -0 -r $(CLANG_FORMAT) -i
 
 clean:
-	rm -rf $(BUILD_DIR) $(ASAN_DIR)
+	rm -rf $(BUILD_DIR) $(ASAN_DIR) $(FUZZ_DIR)

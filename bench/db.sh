@@ -220,7 +220,7 @@ scripts/services.sh start >/dev/null
 port_free "$RXD_PORT" || die "127.0.0.1:$RXD_PORT is in use (BENCH_DB_RXD_PORT)"
 
 admin=(-X -q -v ON_ERROR_STOP=1 -d "postgresql://rxd@$PG_HOST:$PG_PORT/postgres")
-"$PSQL" "${admin[@]}" -c "DROP DATABASE IF EXISTS $DB" >/dev/null
+PGOPTIONS="-c client_min_messages=warning" "$PSQL" "${admin[@]}" -c "DROP DATABASE IF EXISTS $DB" >/dev/null
 "$PSQL" "${admin[@]}" -c "CREATE DATABASE $DB" >/dev/null
 DB_MADE=1
 echo "init     pgbench -i -s $SCALE $DB ($MAX_ID accounts)"

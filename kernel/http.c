@@ -123,12 +123,31 @@ static int on_url(llhttp_t *p, const char *at, size_t n)
 /* Header names and values may arrive in pieces; each piece extends the last
  * header (names and values are short: re-copying them costs less than
  * tracking capacities). */
+/* RFC 9110 token characters: anything else in a field name is refused
+ * rather than handed to modules. */
+static bool is_tchar(unsigned char ch)
+{
+    return (ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') || (ch >= '0' && ch <= '9') ||
+           strchr("!#$%&'*+-.^_`|~", ch) != NULL;
+}
+
 static int on_header_field(llhttp_t *p, const char *at, size_t n)
 {
     kn_conn *c = p->data;
     rx_req *r = c->req;
     if (!header_budget(c, n))
         return HPE_USER;
+    for (size_t i = 0; i < n; i++)
+        if (!is_tchar((unsigned char)at[i])) {
+            c->err_status = 400;
+            return HPE_USER;
+        }
+    if (r->headers_done) {
+        /* A trailer of a chunked body: never mixed with the headers (a
+         * trailer could otherwise forge Authorization). Counted, dropped. */
+        r->in_value = false;
+        return 0;
+    }
     if (r->nhdrs == 0 || r->in_value) {
         if (r->nhdrs == r->hdrs_cap) {
             size_t nc = r->hdrs_cap ? r->hdrs_cap * 2 : 16;
@@ -159,6 +178,12 @@ static int on_header_value(llhttp_t *p, const char *at, size_t n)
     rx_req *r = c->req;
     if (!header_budget(c, n))
         return HPE_USER;
+    if (r->headers_done)
+        return 0; /* trailer */
+    if (r->nhdrs == 0 || r->hdrs[r->nhdrs - 1].nlen == 0) {
+        c->err_status = 400; /* a value without a name */
+        return HPE_USER;
+    }
     r->in_value = true;
     kn_header *h = &r->hdrs[r->nhdrs - 1];
     char *vb = kn_arena_realloc(&r->arena, h->value, h->value ? h->vlen + 1 : 0, h->vlen + n + 1);
@@ -185,8 +210,21 @@ static int on_headers_complete(llhttp_t *p)
     rx_req *r = c->req;
     r->method_name = llhttp_method_name(llhttp_get_method(p));
     r->method = kn_method_from_name(r->method_name, strlen(r->method_name));
+    r->headers_done = true;
     if (r->url == NULL)
         r->url = kn_arena_strndup(&r->arena, "/", 1), r->url_len = 1;
+    if (strncasecmp(r->url, "http://", 7) == 0 || strncasecmp(r->url, "https://", 8) == 0) {
+        /* absolute-form (RFC 9112 3.2.2): the path starts after the authority. */
+        char *auth = strstr(r->url, "://") + 3;
+        char *slash = auth + strcspn(auth, "/?");
+        if (*slash == '/') {
+            r->url_len -= (size_t)(slash - r->url);
+            r->url = slash;
+        } else {
+            r->url = rx_req_sprintf(r, "/%s", slash);
+            r->url_len = strlen(r->url);
+        }
+    }
     char *q = memchr(r->url, '?', r->url_len);
     r->path = r->url;
     if (q != NULL) {
@@ -256,6 +294,18 @@ static int on_body(llhttp_t *p, const char *at, size_t n)
     return 0;
 }
 
+/* A chunk announcing more than the limit allows is refused before its data. */
+static int on_chunk_header(llhttp_t *p)
+{
+    kn_conn *c = p->data;
+    rx_req *r = c->req;
+    if (p->content_length > r->body_limit - r->body_len) {
+        c->err_status = 413;
+        return HPE_USER;
+    }
+    return 0;
+}
+
 static int on_message_complete(llhttp_t *p)
 {
     kn_conn *c = p->data;
@@ -273,6 +323,7 @@ static llhttp_settings_t settings = {
     .on_header_value = on_header_value,
     .on_headers_complete = on_headers_complete,
     .on_body = on_body,
+    .on_chunk_header = on_chunk_header,
     .on_message_complete = on_message_complete,
 };
 
@@ -363,6 +414,15 @@ static void conn_feed(kn_conn *c, const char *data, size_t len)
         llhttp_errno_t err = llhttp_execute(&c->parser, data, len);
         if (err == HPE_OK)
             return;
+        if (err == HPE_PAUSED_UPGRADE) {
+            /* We speak no other protocol: ignore the Upgrade and go on with
+             * HTTP/1.1 (what RFC 9110 allows a server to do). */
+            const char *pos = llhttp_get_error_pos(&c->parser);
+            len -= (size_t)(pos - data);
+            data = pos;
+            llhttp_resume_after_upgrade(&c->parser);
+            continue;
+        }
         if (err != HPE_PAUSED) {
             parse_error(c, err);
             return;
@@ -426,7 +486,9 @@ static void resume_after_async(kn_conn *c)
         conn_feed(c, p, n);
         free(p);
     }
-    if (c->state != KN_CLOSING && c->req == NULL)
+    /* Read on unless a request is with its handler: also when the pending
+     * bytes held only the start of the next request. */
+    if (c->state != KN_CLOSING && c->state != KN_HANDLING)
         read_start(c);
 }
 

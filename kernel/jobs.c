@@ -745,10 +745,15 @@ static void job_start(const kn_task *t, int64_t id, int attempt, int max_attempt
     }
     kn_log(RX_LOG_DEBUG, mod_name(t->module), "job %lld (%s) attempt %d/%d started",
            (long long)id, t->name, attempt, max_attempts);
+    /* A second hold while the task runs, so that j stays valid for the check
+     * below even if the task finished synchronously and its outcome could
+     * not even be queued (which releases the first hold). */
+    req->pending++;
     t->fn(req);
-    /* Only our hold left and no outcome: nothing will ever call rx_job_done. */
-    if (j->st == J_RUNNING && req->pending == 1)
+    /* Only our holds left and no outcome: nothing will ever call rx_job_done. */
+    if (j->st == J_RUNNING && req->pending == 2)
         job_finish(j, "the task returned without calling rx_job_done() or starting async work");
+    kn_req_detached_end(req);
 }
 
 /* ---- claiming ---- */
@@ -939,8 +944,11 @@ static void on_counts(rx_req *req, rx_rows *rows)
 
 static void on_purged(rx_req *req, rx_rows *rows)
 {
-    if (!rx_rows_failed(rows) && rx_rows_affected(rows) > 0)
-        kn_log(RX_LOG_INFO, NULL, "jobs: purged %lld finished jobs older than the retention",
+    if (rx_rows_failed(rows) && !R.stopping)
+        kn_log(RX_LOG_WARN, NULL, "jobs: cannot purge old finished jobs: %s",
+               rx_rows_message(rows));
+    else if (rx_rows_affected(rows) > 0)
+        kn_log(RX_LOG_INFO, NULL, "jobs: purged %lld finished jobs older than jobs.retention",
                (long long)rx_rows_affected(rows));
     runner_query_end(req);
 }

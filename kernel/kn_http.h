@@ -99,6 +99,8 @@ struct rx_req {
     kn_header *hdrs;
     size_t nhdrs, hdrs_cap;
     bool in_value; /* parser is inside a header value */
+    bool headers_done; /* what follows are trailers */
+    char *path_decoded;
     size_t header_bytes;
     bool chunked, keep_alive, expect_continue;
     char *body;

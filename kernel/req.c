@@ -32,7 +32,17 @@ const char *rx_req_method_name(const rx_req *req)
 
 const char *rx_req_path(const rx_req *req)
 {
-    return req->path;
+    rx_req *r = (rx_req *)req;
+    if (r->path_decoded == NULL) {
+        /* Routing matched the raw path; modules see it decoded. */
+        char *d = kn_arena_strndup(&r->arena, r->path, strlen(r->path));
+        long n = d ? kn_url_decode(d, strlen(d), false) : -1;
+        if (n < 0)
+            return r->path; /* a bad escape: the raw text is the honest answer */
+        d[n] = '\0';
+        r->path_decoded = d;
+    }
+    return r->path_decoded;
 }
 
 const char *rx_req_route(const rx_req *req)

@@ -239,6 +239,12 @@ class Jobs(unittest.TestCase):
         self.assertEqual(len(dead), 1, r.stdout)
         self.assertIn("always fails (attempt 3)", dead[0])
 
+    def test_task_that_returns_without_an_outcome_fails_at_once(self):
+        job_id = enqueue_sql("jobkit.forget")
+        st = self.wait_state(job_id, "dead", timeout=5)  # not after its 30 s timeout
+        self.assertEqual(st[1], "1")
+        self.assertIn("returned without calling rx_job_done()", st[2])
+
     def test_delayed_job_waits_then_runs_without_waiting_for_a_poll(self):
         t0 = time.monotonic()
         job_id = self.enqueue("jobkit.ok", {"tag": "delayed"}, delay=2)
@@ -392,6 +398,19 @@ class KilledProcess(unittest.TestCase):
             wait_for(lambda: runs_of(job_id), timeout=5, what="the job to start")
             s.stop(timeout=20)  # asserts exit 0
             self.assertEqual(job_state(job_id)[0], "done")
+        finally:
+            s.cleanup()
+
+
+    def test_forced_shutdown_abandons_running_jobs(self):
+        s = JobServer(env={"RXD_JOBKIT_INSTANCE": "forced", "RXD_SHUTDOWN_GRACE": "300ms"}).start()
+        try:
+            job_id = enqueue_sql("jobkit.dbsleep", '{"seconds": 3}')
+            wait_for(lambda: runs_of(job_id), timeout=5, what="the job to start")
+            s.stop(timeout=20)  # asserts exit 0 (and no sanitizer report)
+            self.assertIn("running jobs abandoned at shutdown", s.stdout())
+            # No outcome written: its lease expires and a runner takes it again.
+            self.assertEqual(job_state(job_id)[:2], ["running", "1"])
         finally:
             s.cleanup()
 

@@ -5,7 +5,8 @@
  * the job must never exist) and tell whether a request is a job. Tasks record
  * every run in table jobkit_runs (created by the tests: this module has no
  * migrations of its own), then succeed, fail N times, always fail, sleep on
- * the thread pool past their timeout, or enqueue another job.
+ * the thread pool past their timeout, wait in the database, or enqueue
+ * another job.
  *
  * Config: jobkit.instance (a label stored with each run, to tell instances
  * apart), jobkit.periodic (register "jobkit.tick" every 1 s), jobkit.bad
@@ -22,17 +23,17 @@ static rx_module *self;
 
 /* ---- tasks ---- */
 
-typedef enum { K_OK, K_FLAKY, K_FAIL, K_SLEEP, K_TICK, K_CHAIN, K_WEEKDAY } kind;
+typedef enum { K_OK, K_FLAKY, K_FAIL, K_SLEEP, K_TICK, K_CHAIN, K_WEEKDAY, K_DBSLEEP } kind;
 
 static const char *kind_name(kind k)
 {
     static const char *const names[] = {"jobkit.ok", "jobkit.flaky", "jobkit.fail",
                                         "jobkit.sleep", "jobkit.tick", "jobkit.chain",
-                                        "jobkit.weekday"};
+                                        "jobkit.weekday", "jobkit.dbsleep"};
     return names[k];
 }
 
-static void after_chain(rx_req *job, rx_rows *rows)
+static void finish_from_rows(rx_req *job, rx_rows *rows)
 {
     rx_job_done(job, rx_rows_failed(rows) ? rx_rows_message(rows) : NULL);
 }
@@ -83,10 +84,19 @@ static void after_record(rx_req *job, rx_rows *rows, kind k)
         }
         return;
     }
+    case K_DBSLEEP: {
+        /* Waits in the database: a forced shutdown fails this query. */
+        json_t *s = json_object_get(p, "seconds");
+        int rc = rx_db(job, finish_from_rows, "SELECT pg_sleep($1::float8)",
+                       RX_FLOAT(s ? json_number_value(s) : 2.0));
+        if (rc != 0)
+            rx_job_done(job, rx_strerror(rc));
+        return;
+    }
     case K_CHAIN: {
         /* A job may enqueue another: its request works like a handler's. */
         json_t *next = json_pack("{s:s}", "tag", "chained");
-        int rc = rx_enqueue(job, "jobkit.ok", next, 0, after_chain);
+        int rc = rx_enqueue(job, "jobkit.ok", next, 0, finish_from_rows);
         json_decref(next);
         if (rc != 0)
             rx_job_done(job, rx_strerror(rc));
@@ -106,6 +116,7 @@ AFTER(K_SLEEP)
 AFTER(K_TICK)
 AFTER(K_CHAIN)
 AFTER(K_WEEKDAY)
+AFTER(K_DBSLEEP)
 
 static void record(rx_req *job, kind k, rx_db_cb cb)
 {
@@ -129,6 +140,9 @@ static void task_sleep(rx_req *job) { record(job, K_SLEEP, after_K_SLEEP); }
 static void task_tick(rx_req *job) { record(job, K_TICK, after_K_TICK); }
 static void task_chain(rx_req *job) { record(job, K_CHAIN, after_K_CHAIN); }
 static void task_weekday(rx_req *job) { record(job, K_WEEKDAY, after_K_WEEKDAY); }
+/* Returns without an outcome or async work: the kernel must notice. */
+static void task_forget(rx_req *job) { (void)job; }
+static void task_dbsleep(rx_req *job) { record(job, K_DBSLEEP, after_K_DBSLEEP); }
 
 /* ---- routes ---- */
 
@@ -205,6 +219,8 @@ static int init(rx_module *m)
     rc |= rx_task(m, "jobkit.sleep", task_sleep,
                   &(rx_task_opts){.max_attempts = 3, .timeout_s = 2, .backoff_ms = 100});
     rc |= rx_task(m, "jobkit.chain", task_chain, NULL);
+    rc |= rx_task(m, "jobkit.dbsleep", task_dbsleep, &(rx_task_opts){.timeout_s = 3});
+    rc |= rx_task(m, "jobkit.forget", task_forget, &(rx_task_opts){.max_attempts = 1});
     /* A weekday cron that parses with names, ranges and steps. */
     rc |= rx_every(m, "jobkit.weekday", "*/30 3-5 * jan-dec mon-fri", task_weekday);
     bool periodic = false;
