@@ -49,6 +49,8 @@ typedef struct dbq {
     bool failed;
     int err;
     char *msg;
+    int fresh_slot; /* statement cache slot this query prepares, or -1 */
+    int nresults;   /* results seen so far (the first answers the Prepare) */
 } dbq;
 
 typedef enum { PC_DOWN, PC_CONNECTING, PC_UP, PC_CLOSING } pc_state;
@@ -60,6 +62,8 @@ typedef struct pconn {
     pc_state state;
     uv_poll_t poll;
     bool poll_live;
+    bool poll_closing; /* uv_close() called, callback not yet run */
+    PGconn *pg_closing; /* finished once the poll handle has closed */
     int poll_fd;
     int poll_events;
     uv_timer_t timer; /* connect / query deadline, reconnect backoff */
@@ -70,6 +74,7 @@ typedef struct pconn {
     struct {
         uint64_t hash;
         char *sql;
+        bool bad; /* its Prepare failed: prepare again under the same name */
     } cache[STMT_CACHE];
     int ncache;
 } pconn;
@@ -87,9 +92,25 @@ struct kn_db {
     bool stopping;
     int live;
     int handles;
+    unsigned seen_gen;
 };
 
+static void conn_connect(pconn *c);
+
+static void kick_down_conns(kn_db *db)
+{
+    for (int i = 0; i < db->n; i++)
+        if (db->conns[i].state == PC_DOWN) {
+            uv_timer_stop(&db->conns[i].timer);
+            conn_connect(&db->conns[i]);
+        }
+}
+
 static atomic_int live_total; /* connections up, all workers: readiness */
+/* Bumped whenever any worker's connection comes up: a worker whose own
+ * connections are all waiting out a backoff learns that the database is back
+ * and reconnects at once instead of failing requests until its timers fire. */
+static atomic_uint up_gen;
 
 static void pump(kn_db *db);
 static void conn_connect(pconn *c);
@@ -244,6 +265,8 @@ static void deliver(dbq *q)
     kn_req_async_done(req, "database callback");
 }
 
+static void on_defer(uv_timer_t *t);
+
 /* Fail a query that never reached the server: its callback still runs later,
  * never inside rx_db_query(). */
 static void fail_deferred(kn_db *db, dbq *q, int err, const char *msg)
@@ -257,7 +280,7 @@ static void fail_deferred(kn_db *db, dbq *q, int err, const char *msg)
         db->dhead = q;
     db->dtail = q;
     if (!uv_is_active((uv_handle_t *)&db->defer))
-        uv_timer_start(&db->defer, NULL, 0, 0);
+        uv_timer_start(&db->defer, on_defer, 0, 0);
 }
 
 static void on_defer(uv_timer_t *t)
@@ -314,6 +337,12 @@ static int submit(rx_req *req, dbq *q)
     bool any = false;
     for (int i = 0; i < db->n && !any; i++)
         any = db->conns[i].state == PC_UP || db->conns[i].state == PC_CONNECTING;
+    unsigned gen = atomic_load(&up_gen);
+    if (!any && gen != db->seen_gen) {
+        db->seen_gen = gen; /* another worker got through: try again now */
+        kick_down_conns(db);
+        any = true;
+    }
     if (!any) {
         fail_deferred(db, q, RX_EUNAVAIL, "database unreachable");
         return 0;
@@ -415,30 +444,42 @@ static void arm_query_deadline(pconn *c)
 
 static void db_unref(kn_db *db);
 
+/* The poll handle is closed asynchronously; libpq's socket must stay open
+ * until it is (never close an fd under a uv_poll), so the PGconn it watched
+ * waits in pg_closing. Meanwhile a new connection may already be starting:
+ * it gets watched when the handle is free again. */
 static void on_poll_closed(uv_handle_t *h)
 {
     pconn *c = h->data;
     kn_db *db = c->db;
     c->handles--;
-    /* The socket is libpq's: finish only after the poll handle let go of it. */
-    if (c->pg && c->state != PC_CONNECTING) {
-        PQfinish(c->pg);
-        c->pg = NULL;
+    c->poll_closing = false;
+    if (c->pg_closing) {
+        PQfinish(c->pg_closing);
+        c->pg_closing = NULL;
     }
-    if (c->state == PC_CONNECTING && c->pg && !db->stopping) {
-        /* The socket changed during connect: watch the new one. */
-        poll_update(c, UV_WRITABLE);
+    if (c->pg && !db->stopping) {
+        if (c->state == PC_CONNECTING)
+            poll_update(c, UV_WRITABLE);
+        else if (c->state == PC_UP)
+            poll_update(c, UV_READABLE | UV_WRITABLE); /* flush() narrows it */
     }
     db_unref(db); /* last: may free c */
 }
 
-static void poll_close(pconn *c)
+/* Stop watching; finish_pg: the connection itself is done for. */
+static void poll_close(pconn *c, bool finish_pg)
 {
     if (c->poll_live) {
         c->poll_live = false;
+        c->poll_closing = true;
+        if (finish_pg) {
+            c->pg_closing = c->pg;
+            c->pg = NULL;
+        }
         uv_close((uv_handle_t *)&c->poll, on_poll_closed);
-    } else if (c->pg && c->state != PC_CONNECTING) {
-        PQfinish(c->pg);
+    } else if (finish_pg && c->pg) {
+        PQfinish(c->pg); /* no handle watches its socket */
         c->pg = NULL;
     }
 }
@@ -448,10 +489,10 @@ static void on_poll(uv_poll_t *p, int status, int events);
 static void poll_update(pconn *c, int events)
 {
     int fd = c->pg ? PQsocket(c->pg) : -1;
-    if (fd < 0)
-        return;
+    if (fd < 0 || c->poll_closing)
+        return; /* on_poll_closed re-arms */
     if (c->poll_live && c->poll_fd != fd) {
-        poll_close(c); /* on_poll_closed re-arms on the new socket */
+        poll_close(c, false); /* the socket changed during connect */
         return;
     }
     if (!c->poll_live) {
@@ -499,7 +540,7 @@ static void conn_drop(pconn *c, int err, const char *why)
         kn_log(RX_LOG_WARN, NULL, "database connection %d/%d lost: %s", db->w->id, c->idx, why);
     }
     c->state = PC_DOWN;
-    poll_close(c);
+    poll_close(c, true);
     for (int i = 0; i < c->ncache; i++)
         free(c->cache[i].sql);
     memset(c->cache, 0, sizeof(c->cache));
@@ -521,6 +562,13 @@ static void conn_drop(pconn *c, int err, const char *why)
             }
             db->qtail = NULL;
         }
+    }
+    if (err == RX_ETIMEDOUT && was_up) {
+        /* The server answered before, only this query was slow: reconnect at
+         * once so the next request queues on a connection being made instead
+         * of failing for want of one. */
+        conn_connect(c);
+        return;
     }
     c->backoff_ms = c->backoff_ms ? c->backoff_ms * 2 : 100;
     if (c->backoff_ms > 5000)
@@ -551,6 +599,9 @@ static void conn_ready(pconn *c)
     c->backoff_ms = 0;
     db->live++;
     atomic_fetch_add(&live_total, 1);
+    db->seen_gen = atomic_fetch_add(&up_gen, 1) + 1;
+    if (db->live == 1)
+        kick_down_conns(db); /* the database is back: no need to wait out backoffs */
     poll_update(c, UV_READABLE);
     pump(db);
 }
@@ -575,12 +626,6 @@ static void connect_step(pconn *c)
             *nl = '\0';
         if (c->backoff_ms == 0)
             kn_log(RX_LOG_WARN, NULL, "database %d/%d: %s", c->db->w->id, c->idx, why);
-        c->state = PC_UP; /* so conn_drop runs its full path */
-        c->db->live++;
-        atomic_fetch_add(&live_total, 1);
-        c->state = PC_DOWN;
-        c->db->live--;
-        atomic_fetch_sub(&live_total, 1);
         conn_drop(c, RX_EUNAVAIL, why);
     }
     }
@@ -612,7 +657,10 @@ static void conn_connect(pconn *c)
 
 /* ---- sending and receiving ---- */
 
-static const char *stmt_name(pconn *c, const char *sql, bool *fresh)
+/* The slot of `sql` in the connection's statement cache (adding it when
+ * new: then *fresh says it must be prepared first), or -1 when the cache is
+ * full and the statement runs unnamed. */
+static int stmt_slot(pconn *c, const char *sql, bool *fresh)
 {
     uint64_t h = fnv1a(sql);
     size_t slot = h % STMT_CACHE;
@@ -620,44 +668,47 @@ static const char *stmt_name(pconn *c, const char *sql, bool *fresh)
         size_t k = (slot + i) % STMT_CACHE;
         if (c->cache[k].sql == NULL) {
             if (c->ncache >= STMT_CACHE * 3 / 4)
-                return NULL; /* full: run it unnamed */
+                return -1;
             c->cache[k].sql = strdup(sql);
             if (c->cache[k].sql == NULL)
-                return NULL;
+                return -1;
             c->cache[k].hash = h;
             c->ncache++;
             *fresh = true;
-            static __thread char name[24];
-            snprintf(name, sizeof(name), "rx%zu", k);
-            return name;
+            return (int)k;
         }
         if (c->cache[k].hash == h && strcmp(c->cache[k].sql, sql) == 0) {
-            *fresh = false;
-            static __thread char name2[24];
-            snprintf(name2, sizeof(name2), "rx%zu", k);
-            return name2;
+            *fresh = c->cache[k].bad;
+            c->cache[k].bad = false;
+            return (int)k;
         }
     }
-    return NULL;
+    return -1;
 }
 
 static bool send_query(pconn *c, dbq *q)
 {
+    q->fresh_slot = -1;
     for (int i = 0; i < q->nstmts; i++) {
         dbstmt *s = &q->stmts[i];
         bool fresh = false;
-        const char *name = stmt_name(c, s->sql, &fresh);
-        char nm[24];
-        if (name)
-            snprintf(nm, sizeof(nm), "%s", name);
-        if (name == NULL) {
+        /* A transaction's statements run unnamed: after an error the rest of
+         * its pipeline is skipped, Prepares included, which would leave the
+         * cache believing in statements the server never saw. */
+        int slot = q->nstmts == 1 ? stmt_slot(c, s->sql, &fresh) : -1;
+        if (slot < 0) {
             if (!PQsendQueryParams(c->pg, s->sql, s->n, NULL, (const char *const *)s->vals,
                                    s->lens, s->fmts, 0))
                 return false;
             continue;
         }
-        if (fresh && !PQsendPrepare(c->pg, nm, s->sql, s->n, NULL))
-            return false;
+        char nm[24];
+        snprintf(nm, sizeof(nm), "rx%d", slot);
+        if (fresh) {
+            if (!PQsendPrepare(c->pg, nm, s->sql, s->n, NULL))
+                return false;
+            q->fresh_slot = slot;
+        }
         if (!PQsendQueryPrepared(c->pg, nm, s->n, (const char *const *)s->vals, s->lens, s->fmts,
                                  0))
             return false;
@@ -734,6 +785,8 @@ static void take_result(pconn *c, PGresult *res)
         deliver(q);
         return;
     }
+    if (q->nresults++ == 0 && q->fresh_slot >= 0 && st != PGRES_COMMAND_OK)
+        c->cache[q->fresh_slot].bad = true; /* the server has no such statement */
     if (st == PGRES_PIPELINE_ABORTED) {
         PQclear(res);
         return;
@@ -840,7 +893,6 @@ int kn_db_worker_start(kn_worker *w)
     db->tick.data = db;
     uv_timer_init(&w->loop, &db->defer);
     db->defer.data = db;
-    db->defer.timer_cb = on_defer;
     db->handles = 2;
     if (kn_db_url() == NULL)
         return 0;
@@ -877,13 +929,7 @@ void kn_db_worker_stop(kn_worker *w)
         }
         c->state = PC_CLOSING;
         fail_inflight(c, RX_EUNAVAIL, "the server is shutting down");
-        if (c->poll_live) {
-            c->poll_live = false;
-            uv_close((uv_handle_t *)&c->poll, on_poll_closed);
-        } else if (c->pg) {
-            PQfinish(c->pg);
-            c->pg = NULL;
-        }
+        poll_close(c, true);
         for (int k = 0; k < STMT_CACHE; k++)
             free(c->cache[k].sql);
         uv_close((uv_handle_t *)&c->timer, on_conn_timer_closed);

@@ -3,17 +3,18 @@
  * kernel/migrations/001_jobs.sql): task registration (rx_task, rx_every),
  * the runner, rx_enqueue and `rxd jobs`.
  *
- * One runner per process, on worker 0 (config jobs.enabled, default true).
- * It claims due jobs of the tasks this process knows with one UPDATE ...
- * FOR UPDATE SKIP LOCKED statement, at most `jobs.concurrency` (8) at once,
- * and runs each on worker 0's loop with a request that has no client
- * (kn_req_detached), so a task uses rx_db_*, rx_redis_*, rx_offload like a
- * handler. Every SQL statement of the runner goes through the worker's pool
- * too; only the LISTEN connection is its own (a pooled connection cannot
- * stay subscribed). Wake-ups: NOTIFY rx_jobs (sent by rx_enqueue() on
- * commit), a timer at the next known due time (retries, delayed jobs, expired
- * leases), and a slow poll every `jobs.poll_interval` (5 s) in case a
- * notification was lost while the LISTEN connection was down.
+ * One runner per process, on worker 0, when some module registered a task
+ * (config jobs.enabled, default true): a process without tasks adds no
+ * connection and no query to the database. It claims due jobs of the tasks
+ * this process knows with one UPDATE ... FOR UPDATE SKIP LOCKED statement
+ * (so a mixed-version fleet never takes jobs it cannot run), at most
+ * `jobs.concurrency` (8) at once, and runs each on worker 0's loop with a
+ * request that has no client (kn_req_detached), so a task uses rx_db_*,
+ * rx_redis_*, rx_offload like a handler. Every SQL statement of the runner goes through the
+ * worker's pool too; only the LISTEN connection is its own (a pooled connection cannot stay
+ * subscribed). Wake-ups: NOTIFY rx_jobs (sent by rx_enqueue() on commit), a timer at the next known
+ * due time (retries, delayed jobs, expired leases), and a slow poll every `jobs.poll_interval` (5
+ * s) in case a notification was lost while the LISTEN connection was down.
  *
  * Leases: a claim sets locked_until = now() + min(timeout_s + 5, 60) s. The
  * runner's own timer ends an attempt after timeout_s, so a live process
@@ -47,10 +48,10 @@
 #include <time.h>
 #include <unistd.h>
 
-#define LEASE_MARGIN_S 5   /* time for the outcome UPDATE after a timeout */
-#define LEASE_MAX_S 60     /* DESIGN.md: a claimed job's lease is at most 60 s */
+#define LEASE_MARGIN_S 5 /* time for the outcome UPDATE after a timeout */
+#define LEASE_MAX_S 60   /* DESIGN.md: a claimed job's lease is at most 60 s */
 #define RENEW_EVERY_MS 20000
-#define ERROR_MAX 2000     /* bytes of last_error kept */
+#define ERROR_MAX 2000 /* bytes of last_error kept */
 #define PURGE_EVERY_MS 60000
 
 /* ------------------------------------------------------------------------ */
@@ -58,11 +59,11 @@
 /* ------------------------------------------------------------------------ */
 
 typedef struct cron_spec {
-    uint64_t min;  /* bit per minute 0..59 */
-    uint32_t hour; /* 0..23 */
-    uint32_t dom;  /* 1..31 */
-    uint32_t mon;  /* 1..12 */
-    uint32_t dow;  /* 0..6, Sunday = 0 (7 folds into 0) */
+    uint64_t min;          /* bit per minute 0..59 */
+    uint32_t hour;         /* 0..23 */
+    uint32_t dom;          /* 1..31 */
+    uint32_t mon;          /* 1..12 */
+    uint32_t dow;          /* 0..6, Sunday = 0 (7 folds into 0) */
     bool dom_any, dow_any; /* field started with '*': see cron_day_matches */
 } cron_spec;
 
@@ -166,7 +167,9 @@ int rx_task(rx_module *m, const char *name, rx_task_fn fn, const rx_task_opts *o
                  mod_name(km), name);
         return RX_EINVAL;
     }
-    kn_task t = {.name = (char *)name, .fn = fn, .module = km,
+    kn_task t = {.name = (char *)name,
+                 .fn = fn,
+                 .module = km,
                  .max_attempts = o.max_attempts ? o.max_attempts : 5,
                  .timeout_s = o.timeout_s ? o.timeout_s : 30,
                  .backoff_ms = o.backoff_ms ? o.backoff_ms : 1000};
@@ -184,16 +187,19 @@ static int parse_interval(const char *s, long long *out)
     long long n = strtoll(s, &end, 10);
     if (errno != 0 || n <= 0 || end[0] == '\0' || end[1] != '\0')
         return -1;
-    long long unit = end[0] == 's' ? 1 : end[0] == 'm' ? 60 : end[0] == 'h' ? 3600
-                   : end[0] == 'd' ? 86400 : 0;
+    long long unit = end[0] == 's'   ? 1
+                     : end[0] == 'm' ? 60
+                     : end[0] == 'h' ? 3600
+                     : end[0] == 'd' ? 86400
+                                     : 0;
     if (unit == 0 || n > 366LL * 86400 / unit)
         return -1;
     *out = n * unit;
     return 0;
 }
 
-static const char *const month_names[] = {"jan", "feb", "mar", "apr", "may", "jun",
-                                          "jul", "aug", "sep", "oct", "nov", "dec", NULL};
+static const char *const month_names[] = {"jan", "feb", "mar", "apr", "may", "jun", "jul",
+                                          "aug", "sep", "oct", "nov", "dec", NULL};
 static const char *const dow_names[] = {"sun", "mon", "tue", "wed", "thu", "fri", "sat", NULL};
 
 /* A number or (for months and weekdays) a three-letter name; -1 if neither. */
@@ -290,8 +296,10 @@ static int parse_cron(const char *s, cron_spec *c, char *why, size_t whylen)
         f[n++] = tok;
     }
     if (n != 5) {
-        snprintf(why, whylen, "a cron expression has 5 fields (minute hour day-of-month month "
-                              "day-of-week), this has %d", n);
+        snprintf(why, whylen,
+                 "a cron expression has 5 fields (minute hour day-of-month month "
+                 "day-of-week), this has %d",
+                 n);
         return -1;
     }
     uint64_t m[5];
@@ -327,18 +335,25 @@ int rx_every(rx_module *m, const char *name, const char *schedule, rx_task_fn fn
         return RX_ESTATE;
     if (!valid_task_name(name) || fn == NULL || schedule == NULL) {
         reg_fail("module '%s': periodic task '%s': %s", mod_name(km), name ? name : "(null)",
-                 fn == NULL ? "no task function" : schedule == NULL ? "no schedule"
-                            : "invalid name (1..128 characters of [A-Za-z0-9_.:-])");
+                 fn == NULL         ? "no task function"
+                 : schedule == NULL ? "no schedule"
+                                    : "invalid name (1..128 characters of [A-Za-z0-9_.:-])");
         return RX_EINVAL;
     }
-    kn_task t = {.name = (char *)name, .fn = fn, .module = km, .max_attempts = 1,
-                 .timeout_s = 30, .backoff_ms = 1000, .periodic = true,
+    kn_task t = {.name = (char *)name,
+                 .fn = fn,
+                 .module = km,
+                 .max_attempts = 1,
+                 .timeout_s = 30,
+                 .backoff_ms = 1000,
+                 .periodic = true,
                  .schedule = (char *)schedule};
     char why[200] = "";
     if (strchr(schedule, ' ') == NULL && strchr(schedule, '\t') == NULL) {
         if (parse_interval(schedule, &t.every_s) != 0)
-            snprintf(why, sizeof(why), "not an interval (a positive number with s, m, h or d, "
-                                       "at most 366d)");
+            snprintf(why, sizeof(why),
+                     "not an interval (a positive number with s, m, h or d, "
+                     "at most 366d)");
     } else {
         parse_cron(schedule, &t.cron, why, sizeof(why));
     }
@@ -492,7 +507,11 @@ struct kn_jobs {
     lpoll *lp;
     int lp_fd, lp_events, lbackoff_ms;
     long long claim_backoff_ms;
-    bool lwarned, claim_warned, periodic_warned, counting;
+    bool lwarned, claim_warned, periodic_warned;
+    /* At most one of each background query at a time: while the database
+     * is frozen they would otherwise pile up and take the pool's slots. */
+    bool counting, renewing, purging;
+    int firing;
     uint64_t last_purge_ms;
     int64_t *last_slot; /* per task index: the slot last tried */
     uint64_t rng;
@@ -731,8 +750,10 @@ static void job_start(const kn_task *t, int64_t id, int attempt, int max_attempt
         /* Claimed again after its lease expired: the process running its last
          * attempt died. That attempt counts. */
         char msg[160];
-        snprintf(msg, sizeof(msg), "attempt %d of %d did not finish (its process stopped before "
-                                   "the lease expired)", attempt - 1, max_attempts);
+        snprintf(msg, sizeof(msg),
+                 "attempt %d of %d did not finish (its process stopped before "
+                 "the lease expired)",
+                 attempt - 1, max_attempts);
         j->attempt = attempt; /* the row holds the claimed count */
         job_finish(j, msg);
         return;
@@ -743,8 +764,8 @@ static void job_start(const kn_task *t, int64_t id, int attempt, int max_attempt
         j->timer->data = j;
         uv_timer_start(j->timer, on_job_timeout, (uint64_t)t->timeout_s * 1000, 0);
     }
-    kn_log(RX_LOG_DEBUG, mod_name(t->module), "job %lld (%s) attempt %d/%d started",
-           (long long)id, t->name, attempt, max_attempts);
+    kn_log(RX_LOG_DEBUG, mod_name(t->module), "job %lld (%s) attempt %d/%d started", (long long)id,
+           t->name, attempt, max_attempts);
     /* A second hold while the task runs, so that j stays valid for the check
      * below even if the task finished synchronously and its outcome could
      * not even be queued (which releases the first hold). */
@@ -766,14 +787,15 @@ static void on_claimed(rx_req *req, rx_rows *rows)
         return;
     }
     if (rx_rows_failed(rows)) {
-        /* Retry with backoff (0.5 s doubling up to the poll interval): soon
-         * after the database is back, never a tight loop while it is down. */
+        /* Retry with backoff (0.5 s doubling up to 5 s, the pool's own
+         * reconnect backoff): soon after the database is back, never a tight
+         * loop while it is down. */
         if (!R.claim_warned)
             kn_log(RX_LOG_WARN, NULL, "jobs: cannot claim jobs: %s", rx_rows_message(rows));
         R.claim_warned = true;
         R.claim_backoff_ms = R.claim_backoff_ms ? R.claim_backoff_ms * 2 : 500;
-        if (R.claim_backoff_ms > R.poll_ms)
-            R.claim_backoff_ms = R.poll_ms;
+        if (R.claim_backoff_ms > 5000)
+            R.claim_backoff_ms = 5000;
         arm_due((double)R.claim_backoff_ms);
         runner_query_end(req);
         return;
@@ -831,6 +853,7 @@ static void claim_maybe(void)
 
 static void on_renewed(rx_req *req, rx_rows *rows)
 {
+    R.renewing = false;
     if (rx_rows_failed(rows) && !R.stopping)
         kn_log(RX_LOG_WARN, NULL, "jobs: cannot renew leases: %s", rx_rows_message(rows));
     runner_query_end(req);
@@ -856,9 +879,10 @@ static void on_renew_timer(uv_timer_t *t)
         }
         snprintf(ids + ni, cap - ni, "}");
         snprintf(leases + nl, cap - nl, "}");
-        if (n > 0)
-            runner_query(on_renewed, NULL, SQL_RENEW, 3,
-                         (rx_param[]){RX_TEXT(ids), RX_TEXT(leases), RX_TEXT(R.instance)});
+        if (n > 0 && !R.renewing)
+            R.renewing =
+                runner_query(on_renewed, NULL, SQL_RENEW, 3,
+                             (rx_param[]){RX_TEXT(ids), RX_TEXT(leases), RX_TEXT(R.instance)}) == 0;
     }
     free(ids);
     free(leases);
@@ -869,6 +893,7 @@ static void on_renew_timer(uv_timer_t *t)
 static void on_fired(rx_req *req, rx_rows *rows)
 {
     size_t i = (size_t)(uintptr_t)req->data;
+    R.firing--;
     if (rx_rows_failed(rows)) {
         if (!R.stopping) {
             if (!R.periodic_warned)
@@ -905,7 +930,7 @@ static void on_tick(uv_timer_t *t)
     (void)t;
     struct timespec ts;
     clock_gettime(CLOCK_REALTIME, &ts);
-    if (!R.w->draining) {
+    if (!R.w->draining && R.firing == 0) {
         for (size_t i = 0; i < ntasks; i++) {
             if (!tasks[i].periodic)
                 continue;
@@ -921,6 +946,8 @@ static void on_tick(uv_timer_t *t)
             if (runner_query(on_fired, (void *)(uintptr_t)i, SQL_PERIODIC, 3,
                              (rx_param[]){RX_TEXT(tasks[i].name), RX_INT(slot), RX_TEXT(iso)}) != 0)
                 R.last_slot[i] = -1;
+            else
+                R.firing++;
         }
     }
     arm_tick();
@@ -944,6 +971,7 @@ static void on_counts(rx_req *req, rx_rows *rows)
 
 static void on_purged(rx_req *req, rx_rows *rows)
 {
+    R.purging = false;
     if (rx_rows_failed(rows) && !R.stopping)
         kn_log(RX_LOG_WARN, NULL, "jobs: cannot purge old finished jobs: %s",
                rx_rows_message(rows));
@@ -962,10 +990,10 @@ static void on_poll_timer(uv_timer_t *t)
     claim_maybe();
     if (!R.counting && runner_query(on_counts, NULL, SQL_COUNTS, 0, NULL) == 0)
         R.counting = true;
-    if (R.retention_ms > 0 && now_ms() - R.last_purge_ms >= PURGE_EVERY_MS) {
+    if (R.retention_ms > 0 && !R.purging && now_ms() - R.last_purge_ms >= PURGE_EVERY_MS) {
         R.last_purge_ms = now_ms();
-        runner_query(on_purged, NULL, SQL_PURGE, 1,
-                     (rx_param[]){RX_FLOAT((double)R.retention_ms / 1000.0)});
+        R.purging = runner_query(on_purged, NULL, SQL_PURGE, 1,
+                                 (rx_param[]){RX_FLOAT((double)R.retention_ms / 1000.0)}) == 0;
     }
 }
 
@@ -1001,8 +1029,10 @@ static void on_listen_timer(uv_timer_t *t)
     if (R.lst == L_CONNECTING) {
         R.lbackoff_ms = R.lbackoff_ms ? R.lbackoff_ms : 250;
         if (!R.lwarned)
-            kn_log(RX_LOG_WARN, NULL, "jobs: LISTEN connection: connect timed out (retrying; "
-                                      "polling every %lld ms meanwhile)", R.poll_ms);
+            kn_log(RX_LOG_WARN, NULL,
+                   "jobs: LISTEN connection: connect timed out (retrying; "
+                   "polling every %lld ms meanwhile)",
+                   R.poll_ms);
         R.lwarned = true;
         listen_close();
         uv_timer_start(&R.listen_timer, on_listen_timer, (uint64_t)R.lbackoff_ms, 0);
@@ -1019,8 +1049,10 @@ static void listen_fail(const char *why)
         char *nl = strchr(msg, '\n');
         if (nl)
             *nl = '\0';
-        kn_log(RX_LOG_WARN, NULL, "jobs: LISTEN connection: %s (retrying; polling every %lld ms "
-                                  "meanwhile)", msg, R.poll_ms);
+        kn_log(RX_LOG_WARN, NULL,
+               "jobs: LISTEN connection: %s (retrying; polling every %lld ms "
+               "meanwhile)",
+               msg, R.poll_ms);
     }
     R.lwarned = true;
     listen_close();
@@ -1198,7 +1230,8 @@ static char *array_literal(bool names)
 static long long conf_num(const char *key, long long def, long long lo, long long hi, bool dur)
 {
     long long v = def;
-    int rc = dur ? kn_config_duration_ms(kn_conf, key, def, &v) : kn_config_int(kn_conf, key, def, &v);
+    int rc =
+        dur ? kn_config_duration_ms(kn_conf, key, def, &v) : kn_config_int(kn_conf, key, def, &v);
     if (rc != 0 || v < lo || v > hi) {
         kn_log(RX_LOG_ERROR, NULL, "config %s: invalid value '%s' (using %lld)", key,
                kn_config_get(kn_conf, key), def);
@@ -1221,9 +1254,10 @@ int kn_jobs_worker_start(kn_worker *w)
         kn_log(RX_LOG_INFO, NULL, "jobs: runner disabled (jobs.enabled = false)");
         return 0;
     }
+    if (ntasks == 0)
+        return 0; /* nothing to run: no LISTEN, no queries taking pool slots */
     if (kn_db_url() == NULL) {
-        if (ntasks > 0)
-            kn_log(RX_LOG_WARN, NULL, "jobs: database.url is not set: no job runs");
+        kn_log(RX_LOG_WARN, NULL, "jobs: database.url is not set: no job runs");
         return 0;
     }
     free(R.names_lit);
@@ -1244,14 +1278,15 @@ int kn_jobs_worker_start(kn_worker *w)
     /* Host and pid for the operator; the random part because pids repeat
      * (containers) and a restarted process must not look like its predecessor. */
     snprintf(R.instance, sizeof(R.instance), "%s:%ld:%08x", host, (long)getpid(), rnd);
-    if (ntasks > 0) {
-        R.names_lit = array_literal(true);
-        R.leases_lit = array_literal(false);
-        R.last_slot = calloc(ntasks, sizeof(int64_t));
-        if (R.names_lit == NULL || R.leases_lit == NULL || R.last_slot == NULL)
-            return RX_ENOMEM;
-        for (size_t i = 0; i < ntasks; i++)
-            R.last_slot[i] = -1;
+    R.names_lit = array_literal(true);
+    R.leases_lit = array_literal(false);
+    R.last_slot = calloc(ntasks, sizeof(int64_t));
+    if (R.names_lit == NULL || R.leases_lit == NULL || R.last_slot == NULL)
+        return RX_ENOMEM;
+    bool periodic = false;
+    for (size_t i = 0; i < ntasks; i++) {
+        R.last_slot[i] = -1;
+        periodic |= tasks[i].periodic;
     }
     uv_loop_t *loop = &w->loop;
     uv_timer_init(loop, &R.poll_timer);
@@ -1262,21 +1297,16 @@ int kn_jobs_worker_start(kn_worker *w)
     R.live = true;
     w->jobs = &R;
     uv_timer_start(&R.poll_timer, on_poll_timer, (uint64_t)R.poll_ms, (uint64_t)R.poll_ms);
-    if (ntasks > 0) {
-        uv_timer_start(&R.renew_timer, on_renew_timer, RENEW_EVERY_MS, RENEW_EVERY_MS);
-        bool periodic = false;
-        for (size_t i = 0; i < ntasks; i++)
-            periodic |= tasks[i].periodic;
-        if (periodic)
-            arm_tick();
-        listen_connect();
-        R.want = true;
-        claim_maybe();
-    }
+    uv_timer_start(&R.renew_timer, on_renew_timer, RENEW_EVERY_MS, RENEW_EVERY_MS);
+    if (periodic)
+        arm_tick();
+    listen_connect();
+    R.want = true;
+    claim_maybe();
     if (runner_query(on_counts, NULL, SQL_COUNTS, 0, NULL) == 0)
         R.counting = true;
-    kn_log(RX_LOG_INFO, NULL, "jobs: runner %s started: %zu tasks, concurrency %lld",
-           R.instance, ntasks, R.concurrency);
+    kn_log(RX_LOG_INFO, NULL, "jobs: runner %s started: %zu tasks, concurrency %lld", R.instance,
+           ntasks, R.concurrency);
     return 0;
 }
 
@@ -1305,8 +1335,10 @@ void kn_jobs_worker_stop(kn_worker *w)
         job_release(j);
     }
     if (abandoned > 0)
-        kn_log(RX_LOG_WARN, NULL, "jobs: %d running jobs abandoned at shutdown: they run again "
-                                  "when their leases expire", abandoned);
+        kn_log(RX_LOG_WARN, NULL,
+               "jobs: %d running jobs abandoned at shutdown: they run again "
+               "when their leases expire",
+               abandoned);
     atomic_store(&m_valid, false);
     w->jobs = NULL;
 }
@@ -1507,7 +1539,8 @@ int kn_jobs_command(int argc, char **argv)
         printf("%-32s %8lld %8lld %8lld %9lld %8lld  %s\n", PQgetvalue(r, i, 0), v[0], v[1], v[2],
                v[3], v[4], age);
     }
-    printf("%-32s %8lld %8lld %8lld %9lld %8lld\n", "(all)", tot[0], tot[1], tot[2], tot[3], tot[4]);
+    printf("%-32s %8lld %8lld %8lld %9lld %8lld\n", "(all)", tot[0], tot[1], tot[2], tot[3],
+           tot[4]);
     PQclear(r);
     r = PQexec(pg, SQL_CLI_DEAD);
     if (PQresultStatus(r) != PGRES_TUPLES_OK) {

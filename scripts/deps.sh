@@ -26,6 +26,7 @@ pkgs=(
     libcurl4-openssl-dev libssl-dev libwslay-dev node-llhttp libcmocka-dev
     postgresql-15 postgresql-client-15 redis-server redis-tools
     curl python3 clang-14 libclang-rt-14-dev valgrind
+    chromium  # tests/e2e/test_docs_render.py renders Swagger UI and Redoc
 )
 if [ "$bench" = 1 ]; then
     pkgs+=(wrk nginx-light procps)

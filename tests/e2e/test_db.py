@@ -369,7 +369,7 @@ class TestStatementCacheAfterErrors(DbTestCase):
     server skipped (after an earlier error in the same pipeline) or rejected must not be
     remembered as prepared."""
     WORKERS = 1
-    ENV = {"RXD_DATABASE_POOL_SIZE": "1"}
+    ENV = {"RXD_DATABASE_POOL_SIZE": "1", "RXD_JOBS_ENABLED": "false"}
 
     def error_sqlstates(self):
         out = []
@@ -460,7 +460,9 @@ class TestSqlError(DbTestCase):
 class TestPoolExhaustion(DbTestCase):
     WORKERS = 1
     ENV = {"RXD_DATABASE_POOL_SIZE": "1", "RXD_DATABASE_PIPELINE": "1",
-           "RXD_DATABASE_QUEUE_SIZE": "2", "RXD_DATABASE_TIMEOUT": "2s"}
+           "RXD_DATABASE_QUEUE_SIZE": "2", "RXD_DATABASE_TIMEOUT": "2s",
+           # the job runner's polls would share the one connection: keep it exact
+           "RXD_JOBS_ENABLED": "false"}
 
     def test_overflow_answers_503_at_once(self):
         # One connection, one in flight, two waiting: of six 1.5 s queries, one runs,
@@ -539,7 +541,8 @@ class TestQueryTimeoutSingleConnection(DbTestCase):
     """The same with one connection per worker: the one that timed out is dropped and
     reconnected; the database itself is fine, so the next request must not fail."""
     WORKERS = 1
-    ENV = {"RXD_DATABASE_TIMEOUT": "1s", "RXD_DATABASE_POOL_SIZE": "1"}
+    ENV = {"RXD_DATABASE_TIMEOUT": "1s", "RXD_DATABASE_POOL_SIZE": "1",
+           "RXD_JOBS_ENABLED": "false"}
 
     def test_next_query_after_a_timeout_works(self):
         r, dt = self.timed_get("/test/db/sleep/?s=3")

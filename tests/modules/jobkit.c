@@ -27,8 +27,8 @@ typedef enum { K_OK, K_FLAKY, K_FAIL, K_SLEEP, K_TICK, K_CHAIN, K_WEEKDAY, K_DBS
 
 static const char *kind_name(kind k)
 {
-    static const char *const names[] = {"jobkit.ok", "jobkit.flaky", "jobkit.fail",
-                                        "jobkit.sleep", "jobkit.tick", "jobkit.chain",
+    static const char *const names[] = {"jobkit.ok",      "jobkit.flaky",  "jobkit.fail",
+                                        "jobkit.sleep",   "jobkit.tick",   "jobkit.chain",
                                         "jobkit.weekday", "jobkit.dbsleep"};
     return names[k];
 }
@@ -107,8 +107,11 @@ static void after_record(rx_req *job, rx_rows *rows, kind k)
     }
 }
 
-#define AFTER(k) \
-    static void after_##k(rx_req *job, rx_rows *rows) { after_record(job, rows, k); }
+#define AFTER(k)                                                                                   \
+    static void after_##k(rx_req *job, rx_rows *rows)                                              \
+    {                                                                                              \
+        after_record(job, rows, k);                                                                \
+    }
 AFTER(K_OK)
 AFTER(K_FLAKY)
 AFTER(K_FAIL)
@@ -121,28 +124,55 @@ AFTER(K_DBSLEEP)
 static void record(rx_req *job, kind k, rx_db_cb cb)
 {
     json_t *p = rx_job_payload(job);
-    int rc = rx_db(job, cb,
-                   "INSERT INTO jobkit_runs (task, job_id, attempt, instance, tag, slot, is_job)"
-                   " VALUES ($1, $2, $3, $4, $5, $6, $7)",
-                   RX_TEXT(kind_name(k)), RX_INT(rx_job_id(job)), RX_INT(rx_job_attempt(job)),
-                   RX_TEXT(rx_config_str(self, "instance", "-")),
-                   RX_TEXT(json_string_value(json_object_get(p, "tag"))),
-                   RX_TEXT(json_string_value(json_object_get(p, "slot"))),
-                   RX_BOOL(rx_req_is_job(job)));
+    int rc =
+        rx_db(job, cb,
+              "INSERT INTO jobkit_runs (task, job_id, attempt, instance, tag, slot, is_job)"
+              " VALUES ($1, $2, $3, $4, $5, $6, $7)",
+              RX_TEXT(kind_name(k)), RX_INT(rx_job_id(job)), RX_INT(rx_job_attempt(job)),
+              RX_TEXT(rx_config_str(self, "instance", "-")),
+              RX_TEXT(json_string_value(json_object_get(p, "tag"))),
+              RX_TEXT(json_string_value(json_object_get(p, "slot"))), RX_BOOL(rx_req_is_job(job)));
     if (rc != 0)
         rx_job_done(job, rx_strerror(rc));
 }
 
-static void task_ok(rx_req *job) { record(job, K_OK, after_K_OK); }
-static void task_flaky(rx_req *job) { record(job, K_FLAKY, after_K_FLAKY); }
-static void task_fail(rx_req *job) { record(job, K_FAIL, after_K_FAIL); }
-static void task_sleep(rx_req *job) { record(job, K_SLEEP, after_K_SLEEP); }
-static void task_tick(rx_req *job) { record(job, K_TICK, after_K_TICK); }
-static void task_chain(rx_req *job) { record(job, K_CHAIN, after_K_CHAIN); }
-static void task_weekday(rx_req *job) { record(job, K_WEEKDAY, after_K_WEEKDAY); }
+static void task_ok(rx_req *job)
+{
+    record(job, K_OK, after_K_OK);
+}
+static void task_flaky(rx_req *job)
+{
+    record(job, K_FLAKY, after_K_FLAKY);
+}
+static void task_fail(rx_req *job)
+{
+    record(job, K_FAIL, after_K_FAIL);
+}
+static void task_sleep(rx_req *job)
+{
+    record(job, K_SLEEP, after_K_SLEEP);
+}
+static void task_tick(rx_req *job)
+{
+    record(job, K_TICK, after_K_TICK);
+}
+static void task_chain(rx_req *job)
+{
+    record(job, K_CHAIN, after_K_CHAIN);
+}
+static void task_weekday(rx_req *job)
+{
+    record(job, K_WEEKDAY, after_K_WEEKDAY);
+}
 /* Returns without an outcome or async work: the kernel must notice. */
-static void task_forget(rx_req *job) { (void)job; }
-static void task_dbsleep(rx_req *job) { record(job, K_DBSLEEP, after_K_DBSLEEP); }
+static void task_forget(rx_req *job)
+{
+    (void)job;
+}
+static void task_dbsleep(rx_req *job)
+{
+    record(job, K_DBSLEEP, after_K_DBSLEEP);
+}
 
 /* ---- routes ---- */
 
@@ -175,8 +205,8 @@ static void on_rolled_back(rx_req *req, rx_rows *rows)
         rx_reply_error(req, 500, "error", "the failing statement succeeded");
         return;
     }
-    rx_reply_json(req, 200, json_pack("{s:b, s:s}", "rolled_back", 1, "sqlstate",
-                                      rx_rows_sqlstate(rows)));
+    rx_reply_json(req, 200,
+                  json_pack("{s:b, s:s}", "rolled_back", 1, "sqlstate", rx_rows_sqlstate(rows)));
 }
 
 /* POST {task, payload}: enqueue, then fail in the same transaction. */
@@ -188,16 +218,16 @@ static void enqueue_rollback(rx_req *req)
     const char *task = json_string_value(json_object_get(b, "task"));
     json_t *payload = json_object_get(b, "payload");
     rx_param p[] = {RX_TEXT(task), RX_JSON(payload)};
-    rx_stmt stmts[] = {{"SELECT rx_enqueue($1, $2::jsonb)", 2, p},
-                       {"SELECT 1 / 0", 0, NULL}};
+    rx_stmt stmts[] = {{"SELECT rx_enqueue($1, $2::jsonb)", 2, p}, {"SELECT 1 / 0", 0, NULL}};
     rx_db_tx(req, on_rolled_back, 2, stmts);
 }
 
 static void is_job(rx_req *req)
 {
-    rx_reply_json(req, 200, json_pack("{s:b, s:I, s:i, s:b}", "is_job", rx_req_is_job(req), "id",
-                                      (json_int_t)rx_job_id(req), "attempt", rx_job_attempt(req),
-                                      "payload", rx_job_payload(req) != NULL));
+    rx_reply_json(req, 200,
+                  json_pack("{s:b, s:I, s:i, s:b}", "is_job", rx_req_is_job(req), "id",
+                            (json_int_t)rx_job_id(req), "attempt", rx_job_attempt(req), "payload",
+                            rx_job_payload(req) != NULL));
 }
 
 static int init(rx_module *m)
@@ -206,16 +236,16 @@ static int init(rx_module *m)
     int rc = 0;
     rc |= rx_route(m, RX_POST, "/test/jobs/enqueue/", enqueue,
                    &(rx_route_opts){.public_route = true, .summary = "Enqueue a job"});
-    rc |= rx_route(m, RX_POST, "/test/jobs/enqueue-rollback/", enqueue_rollback,
-                   &(rx_route_opts){.public_route = true,
-                                    .summary = "Enqueue in a transaction that fails"});
+    rc |= rx_route(
+        m, RX_POST, "/test/jobs/enqueue-rollback/", enqueue_rollback,
+        &(rx_route_opts){.public_route = true, .summary = "Enqueue in a transaction that fails"});
     rc |= rx_route(m, RX_GET, "/test/jobs/is-job/", is_job,
                    &(rx_route_opts){.public_route = true, .summary = "A request is not a job"});
     rc |= rx_task(m, "jobkit.ok", task_ok, NULL);
     rc |= rx_task(m, "jobkit.flaky", task_flaky,
                   &(rx_task_opts){.max_attempts = 5, .backoff_ms = 100});
-    rc |= rx_task(m, "jobkit.fail", task_fail,
-                  &(rx_task_opts){.max_attempts = 3, .backoff_ms = 100});
+    rc |=
+        rx_task(m, "jobkit.fail", task_fail, &(rx_task_opts){.max_attempts = 3, .backoff_ms = 100});
     rc |= rx_task(m, "jobkit.sleep", task_sleep,
                   &(rx_task_opts){.max_attempts = 3, .timeout_s = 2, .backoff_ms = 100});
     rc |= rx_task(m, "jobkit.chain", task_chain, NULL);
