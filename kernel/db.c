@@ -541,7 +541,7 @@ static void conn_drop(pconn *c, int err, const char *why)
     }
     c->state = PC_DOWN;
     poll_close(c, true);
-    for (int i = 0; i < c->ncache; i++)
+    for (int i = 0; i < STMT_CACHE; i++) /* a hash table: any slot may be used */
         free(c->cache[i].sql);
     memset(c->cache, 0, sizeof(c->cache));
     c->ncache = 0;

@@ -1350,9 +1350,7 @@ bool kn_jobs_idle(const kn_worker *w)
     return R.jobs == NULL && R.inflight == 0;
 }
 
-/* The rxd_jobs gauges as Prometheus text for metrics.c; 0 bytes until the
- * runner has counted once. (Declared here until kn_data.h carries it.) */
-int kn_jobs_metrics(char *buf, size_t len);
+/* The rxd_jobs gauges as Prometheus text for metrics.c (kn_data.h). */
 int kn_jobs_metrics(char *buf, size_t len)
 {
     if (!atomic_load(&m_valid) || len == 0)

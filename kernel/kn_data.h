@@ -60,6 +60,9 @@ int kn_jobs_worker_start(kn_worker *w);
 void kn_jobs_worker_stop(kn_worker *w);
 bool kn_jobs_idle(const kn_worker *w);
 int kn_jobs_command(int argc, char **argv); /* `rxd jobs` */
+/* Prometheus text of the rxd_jobs{state=queued|running|dead} gauges; 0 bytes
+ * until the runner has counted (it counts in the background, never per scrape). */
+int kn_jobs_metrics(char *buf, size_t len);
 void kn_jobs_free(void);
 
 #endif

@@ -3,7 +3,7 @@
  * arrays (no locks, no shared cache lines on the request path); a scrape
  * sums every worker's counters with relaxed atomic loads.
  */
-#include "kn_http.h"
+#include "kn_data.h"
 
 #include <stdarg.h>
 #include <stdio.h>
@@ -160,6 +160,9 @@ char *kn_metrics_render(size_t *len)
             "# TYPE rxd_workers gauge\n"
             "rxd_workers %d\n",
         open, total, kn_nworkers);
+    char jb[512];
+    if (kn_jobs_metrics(jb, sizeof(jb)) > 0)
+        put(&b, "%s", jb);
     if (b.oom) {
         free(b.p);
         return NULL;

@@ -662,7 +662,7 @@ RX_EXPORT int rx_subscribe(rx_module *m, const char *channel, rx_message_fn fn, 
  */
 typedef struct rx_task_opts {
     int max_attempts; /* default 5 */
-    int timeout_s;    /* per attempt, default 30 (also the lease) */
+    int timeout_s;    /* per attempt, default 30; the lease is min(timeout_s + 5, 60) s, renewed while it runs */
     int backoff_ms;   /* first retry delay, doubled each attempt (+jitter); default 1000 */
 } rx_task_opts;
 

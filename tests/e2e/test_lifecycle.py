@@ -46,18 +46,20 @@ class GracefulShutdown(unittest.TestCase):
             s.start()
             c = s.conn(timeout=10)
             self.addCleanup(c.close)
-            c.send(build_request("GET", "/test/slow/?ms=1500"))
+            # The slow reply leaves room for a loaded machine (CI runs suites in parallel,
+            # under ASan): refusal must still come well before the reply.
+            c.send(build_request("GET", "/test/slow/?ms=4000"))
             time.sleep(0.3)  # the request is now sleeping on the pool
             signalled = time.monotonic()
             s.signal(signal.SIGTERM)
-            deadline = time.monotonic() + 1.0
+            deadline = time.monotonic() + 2.5
             while not refused(s.port):
                 self.assertLess(time.monotonic(), deadline, "new connections still served after SIGTERM")
                 time.sleep(0.02)
-            self.assertLess(time.monotonic() - signalled, 1.2)  # well before the slow reply
+            self.assertLess(time.monotonic() - signalled, 3.0)  # well before the slow reply
             r = c.read_response()
             self.assertEqual(r.status, 200, r)
-            self.assertEqual(r.json(), {"slept_ms": 1500})
+            self.assertEqual(r.json(), {"slept_ms": 4000})
             self.assertEqual(c.wait_closed(timeout=3), b"")
             self.assertEqual(s.wait(timeout=5), 0, s.output())
             self.assertLess(time.monotonic() - signalled, 4.0)

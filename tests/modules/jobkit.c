@@ -249,7 +249,7 @@ static int init(rx_module *m)
     rc |= rx_task(m, "jobkit.sleep", task_sleep,
                   &(rx_task_opts){.max_attempts = 3, .timeout_s = 2, .backoff_ms = 100});
     rc |= rx_task(m, "jobkit.chain", task_chain, NULL);
-    rc |= rx_task(m, "jobkit.dbsleep", task_dbsleep, &(rx_task_opts){.timeout_s = 3});
+    rc |= rx_task(m, "jobkit.dbsleep", task_dbsleep, &(rx_task_opts){.timeout_s = 5});
     rc |= rx_task(m, "jobkit.forget", task_forget, &(rx_task_opts){.max_attempts = 1});
     /* A weekday cron that parses with names, ranges and steps. */
     rc |= rx_every(m, "jobkit.weekday", "*/30 3-5 * jan-dec mon-fri", task_weekday);
