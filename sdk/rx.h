@@ -257,6 +257,26 @@ RX_EXPORT const char *rx_req_body(const rx_req *req, size_t *len);
  * NULL, in which case the error reply has ALREADY been sent: just return. */
 RX_EXPORT json_t *rx_req_json(rx_req *req);
 
+/* One part of a multipart/form-data body (RFC 7578). Strings live in the
+ * request arena; `data` is NUL-terminated for convenience (len excludes it). */
+typedef struct rx_part {
+    const char *name;         /* the form field name */
+    const char *filename;     /* NULL for plain fields */
+    const char *content_type; /* NULL when the part gives none */
+    const char *data;
+    size_t len;
+} rx_part;
+
+/* Parse a multipart/form-data body. Returns 0 with the parts in *parts
+ * (request arena) and their count in *n. A body that is not multipart -> 415,
+ * malformed -> 400: then the error reply has ALREADY been sent and RX_EINVAL
+ * is returned: just return. */
+RX_EXPORT int rx_req_multipart(rx_req *req, const rx_part **parts, size_t *n);
+/* The first part named `name`, or NULL. */
+RX_EXPORT const rx_part *rx_part_get(const rx_part *parts, size_t n, const char *name);
+/* True when the request's Content-Type is multipart/form-data. */
+RX_EXPORT bool rx_req_is_multipart(const rx_req *req);
+
 /* The client's address as text. With `trusted_proxies` configured and the peer
  * one of them, the right-most X-Forwarded-For entry that is not a trusted
  * proxy. Request arena. */

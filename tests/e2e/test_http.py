@@ -679,3 +679,56 @@ class Operations(ServerTestCase):
 
 if __name__ == "__main__":
     unittest.main()
+
+
+class Multipart(ServerTestCase):
+    """rx_req_multipart: RFC 7578 bodies as browsers and the old frontend send them."""
+    CONFIG = CONFIG
+
+    def post(self, body, boundary="XyZ123"):
+        return self.server.request("POST", "/test/multipart/", body=body, headers={
+            "Content-Type": "multipart/form-data; boundary=%s" % boundary})
+
+    def test_fields_and_files(self):
+        png = b"\x89PNG\r\n\x1a\n\x00\x01binary\r\n--not-a-boundary"
+        body = (b"--XyZ123\r\n"
+                b'Content-Disposition: form-data; name="field"\r\n\r\n'
+                b"hello world\r\n"
+                b"--XyZ123\r\n"
+                b'Content-Disposition: form-data; name="pic"; filename="me.png"\r\n'
+                b"Content-Type: image/png\r\n\r\n" + png + b"\r\n"
+                b"--XyZ123--\r\n")
+        r = self.post(body)
+        self.assertEqual(r.status, 200, r)
+        j = r.json()
+        self.assertEqual(j["field"], "hello world")
+        self.assertEqual([p["name"] for p in j["parts"]], ["field", "pic"])
+        pic = j["parts"][1]
+        self.assertEqual(pic["filename"], "me.png")
+        self.assertEqual(pic["content_type"], "image/png")
+        self.assertEqual(pic["len"], len(png))
+
+    def test_quoted_boundary(self):
+        body = (b'--a b\r\nContent-Disposition: form-data; name="field"\r\n\r\nx\r\n--a b--\r\n')
+        r = self.post(body, boundary='"a b"')
+        self.assertEqual(r.status, 200, r)
+        self.assertEqual(r.json()["field"], "x")
+
+    def test_not_multipart_is_415(self):
+        r = self.server.request("POST", "/test/multipart/", body=b'{"a":1}',
+                                headers={"Content-Type": "application/json"})
+        self.assertEqual(r.status, 415, r)
+        self.assertEqual(r.json()["code"], "unsupported_media_type")
+
+    def test_malformed_bodies_are_400(self):
+        for body in (b"garbage without delimiters",
+                     b"--XyZ123\r\nContent-Disposition: form-data; name=\"f\"\r\n\r\nno end",
+                     b"--XyZ123\r\nContent-Disposition: form-data\r\n\r\nx\r\n--XyZ123--\r\n"):
+            r = self.post(body)
+            self.assertEqual(r.status, 400, (body, r))
+            self.assertEqual(r.json()["code"], "parse_error", r)
+
+    def test_missing_boundary_is_400(self):
+        r = self.server.request("POST", "/test/multipart/", body=b"--x\r\n",
+                                headers={"Content-Type": "multipart/form-data"})
+        self.assertEqual(r.status, 400, r)

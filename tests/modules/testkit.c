@@ -102,6 +102,26 @@ static void slow(rx_req *req)
     }
 }
 
+/* Lists the parts of a multipart/form-data body. */
+static void multipart(rx_req *req)
+{
+    const rx_part *parts;
+    size_t n;
+    if (rx_req_multipart(req, &parts, &n) != 0)
+        return;
+    json_t *a = json_array();
+    for (size_t i = 0; i < n; i++)
+        /* Files are binary (not UTF-8): only their size is echoed. */
+        json_t *o = json_pack("{s:s, s:s?, s:s?, s:I}", "name", parts[i].name, "filename",
+                              parts[i].filename, "content_type", parts[i].content_type, "len",
+                              (json_int_t)parts[i].len);
+        if (parts[i].filename == NULL)
+            json_object_set_new(o, "data", json_stringn(parts[i].data, parts[i].len));
+        json_array_append_new(a, o);
+    const rx_part *f = rx_part_get(parts, n, "field");
+    rx_reply_json(req, 200, json_pack("{s:o, s:s?}", "parts", a, "field", f ? f->data : NULL));
+}
+
 static void whoami(rx_req *req)
 {
     const rx_principal *p = rx_req_principal(req);
@@ -177,6 +197,8 @@ static int init(rx_module *m)
                                     .response_schema = "TestThing", .success_status = 201});
     rc |= rx_route(m, RX_POST, "/test/upload/", upload,
                    &(rx_route_opts){.public_route = true, .body_limit = 4 << 20});
+    rc |= rx_route(m, RX_POST, "/test/multipart/", multipart,
+                   &(rx_route_opts){.public_route = true, .body_limit = 1 << 20});
     rc |= rx_route(m, RX_GET, "/test/list/", list,
                    &(rx_route_opts){.public_route = true, .list_style = RX_LIST_ENVELOPE});
     rc |= rx_route(m, RX_GET, "/test/array/", list,
