@@ -110,7 +110,7 @@ static void multipart(rx_req *req)
     if (rx_req_multipart(req, &parts, &n) != 0)
         return;
     json_t *a = json_array();
-    for (size_t i = 0; i < n; i++)
+    for (size_t i = 0; i < n; i++) {
         /* Files are binary (not UTF-8): only their size is echoed. */
         json_t *o = json_pack("{s:s, s:s?, s:s?, s:I}", "name", parts[i].name, "filename",
                               parts[i].filename, "content_type", parts[i].content_type, "len",
@@ -118,6 +118,7 @@ static void multipart(rx_req *req)
         if (parts[i].filename == NULL)
             json_object_set_new(o, "data", json_stringn(parts[i].data, parts[i].len));
         json_array_append_new(a, o);
+    }
     const rx_part *f = rx_part_get(parts, n, "field");
     rx_reply_json(req, 200, json_pack("{s:o, s:s?}", "parts", a, "field", f ? f->data : NULL));
 }
