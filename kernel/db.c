@@ -438,7 +438,9 @@ static void arm_query_deadline(pconn *c)
         return;
     }
     uint64_t now = now_ms(c->db);
-    uint64_t deadline = c->head->sent_ms + (uint64_t)c->db->timeout_ms;
+    /* One budget for waiting and running: a caller gets its answer within
+     * database.timeout of asking, however the time was spent. */
+    uint64_t deadline = c->head->queued_ms + (uint64_t)c->db->timeout_ms;
     uv_timer_start(&c->timer, on_conn_timer, deadline > now ? deadline - now : 0, 0);
 }
 

@@ -30,9 +30,9 @@ typedef struct auth_config {
     unsigned long long opslimit;
     size_t memlimit;
     long long picture_max;
+    long long status_cache_ms;
     const char *media_root;
     unsigned char otp_key[crypto_generichash_KEYBYTES];
-    char dummy_hash[crypto_pwhash_STRBYTES]; /* verified for unknown users: same time */
 } auth_config;
 
 extern auth_config auth_cfg;
@@ -43,9 +43,9 @@ enum { AUTH_NONE = 0, AUTH_PHONE = 1, AUTH_EMAIL = 2 };
 
 /* State carried across the async steps of one request (request arena). */
 typedef struct auth_ctx {
-    rx_handler next;        /* what runs after a rate-limit check passed */
-    json_t *body;           /* JSON body (borrowed from the request) or NULL */
-    const rx_part *parts;   /* multipart body, or NULL */
+    rx_handler next;      /* what runs after a rate-limit check passed */
+    json_t *body;         /* JSON body (borrowed from the request) or NULL */
+    const rx_part *parts; /* multipart body, or NULL */
     size_t nparts;
     const rx_part *picture; /* uploaded profile picture part, or NULL */
     int kind;               /* AUTH_PHONE / AUTH_EMAIL */
@@ -55,19 +55,22 @@ typedef struct auth_ctx {
     bool other_verified;
     const char *username, *password, *new_password, *address, *gender, *dob, *otp;
     const char *regtoken;
-    char purpose[16];       /* "register" / "reset" */
-    char code[8];           /* a fresh OTP, never logged */
+    char purpose[16]; /* "register" / "reset" */
+    char code[8];     /* a fresh OTP, never logged */
     char hash[crypto_pwhash_STRBYTES];
     char hash2[crypto_pwhash_STRBYTES];
     bool ok, ok2, found, fail;
     int64_t user_id;
-    char picture_name[64];  /* stored file name */
-    char jti[37], fam[37];  /* the refresh token about to be recorded */
+    char picture_name[64]; /* stored file name */
+    char jti[37], fam[37]; /* the refresh token about to be recorded */
     int64_t iat;
     const char *template_name;
-    json_t *pending;        /* extra fields for a reply (owned) */
+    json_t *pending; /* extra fields for a reply (owned) */
     void *extra;
 } auth_ctx;
+
+/* audit.c */
+int auth_audit(rx_req *req, rx_db_cb cb, const char *action, int64_t user_id, const json_t *meta);
 
 /* util.c */
 auth_ctx *auth_ctx_get(rx_req *req);
@@ -84,6 +87,7 @@ void auth_limit(rx_req *req, const char *key, long long limit, int window_s, con
                 const char *detail, rx_handler next);
 void auth_limit_ip(rx_req *req, const char *what, long long per_min, rx_handler next);
 const char *auth_ip(rx_req *req);
+void auth_reply_401(rx_req *req, const char *code, const char *fmt, ...) RX_PRINTF(3, 4);
 const char *auth_ua(rx_req *req);
 bool auth_redis_failed(rx_req *req, int err, const rx_redis_reply *r);
 
@@ -98,7 +102,7 @@ void auth_reply_unique(rx_req *req, const rx_rows *rows);
 bool auth_password_rules(const char *pw, json_t *errs, const char *field);
 int auth_pw_hash(const char *pw, char out[crypto_pwhash_STRBYTES]);
 bool auth_pw_verify(const char *hash, const char *pw);
-void auth_pw_init(void);
+const char *auth_pw_dummy(void); /* thread pool only: may hash */
 
 /* jwt.c */
 typedef struct auth_claims {
@@ -111,6 +115,7 @@ int auth_jwt_verify(const char *tok, const char *typ, auth_claims *out);
 
 /* tokens.c */
 void auth_session_new(auth_ctx *c, const char *family);
+json_t *auth_tokens_body(rx_req *req, auth_ctx *c, const rx_rows *rows, int row);
 void auth_reply_tokens(rx_req *req, auth_ctx *c, const rx_rows *rows, int row);
 int auth_authenticate(rx_req *req, void *data);
 void auth_refresh(rx_req *req);

@@ -15,15 +15,15 @@
 #include <stddef.h>
 #include <stdint.h>
 
-/* One rendered message, ready for a provider. Strings are owned by whoever
- * built it (notify.c: one malloc'ed block per delivery). */
+/* One rendered message, ready for a provider. Borrowed: the strings belong
+ * to whoever built it (notify.c's notify_delivery, freed after the send). */
 typedef struct notify_msg {
-    const char *channel;  /* "sms" or "email" */
-    const char *to;       /* E.164-ish phone, or an e-mail address */
-    const char *tmpl;     /* template name, for logs */
-    const char *subject;  /* email only, NULL for sms */
+    const char *channel; /* "sms" or "email" */
+    const char *to;      /* E.164-ish phone, or an e-mail address */
+    const char *tmpl;    /* template name, for logs */
+    const char *subject; /* email only, NULL for sms */
     const char *body;
-    int64_t job_id;       /* 0 from `rxd notify-test`: no idempotency key then */
+    int64_t job_id; /* 0 from `rxd notify-test`: no idempotency key then */
 } notify_msg;
 
 /* Provider settings, read once in init and read-only afterwards. */
@@ -37,17 +37,17 @@ typedef struct notify_http_conf {
     const char *api_key_field;         /* body field for the key ("" = none) */
     const char *api_key_header;        /* header for the key ("" = none), e.g. X-API-KEY */
     const char *to_field, *message_field;
-    const char *fields;                /* extra static fields "k=v k2=v2" */
+    const char *fields;                                 /* extra static fields "k=v k2=v2" */
     const char *idempotency_header, *idempotency_field; /* "" = not sent */
     long timeout_ms, connect_timeout_ms;
 } notify_http_conf;
 
 typedef struct notify_smtp_conf {
-    const char *url;          /* smtp://host:587 or smtps://host:465 */
-    const char *from;         /* bare address for MAIL FROM */
-    const char *from_name;    /* display name in the From header, may be "" */
+    const char *url;             /* smtp://host:587 or smtps://host:465 */
+    const char *from;            /* bare address for MAIL FROM */
+    const char *from_name;       /* display name in the From header, may be "" */
     const char *user, *password; /* secrets: never logged; "" = no AUTH */
-    const char *tls;          /* "try" (STARTTLS when offered), "require", "none" */
+    const char *tls;             /* "try" (STARTTLS when offered), "require", "none" */
     long timeout_ms, connect_timeout_ms;
 } notify_smtp_conf;
 
@@ -55,6 +55,8 @@ typedef struct notify_smtp_conf {
 int notify_log_send(const notify_log_conf *c, const notify_msg *m, bool *skipped, char *err,
                     size_t errlen);
 int notify_http_send(const notify_http_conf *c, const notify_msg *m, char *err, size_t errlen);
+/* 0 when notify.sms.http.fields ("k=v k2=v2") is well formed, -1 otherwise. */
+int notify_http_fields_check(const char *spec);
 int notify_smtp_send(const notify_smtp_conf *c, const notify_msg *m, char *err, size_t errlen);
 
 /* Templates (templates.c). The text uses {name} placeholders; "{{" and "}}"

@@ -72,7 +72,8 @@ static int notify_form_add(void *ud, const char *k, const char *v)
         char *ns = realloc(f->s, f->len + add + 1);
         if (ns) {
             f->s = ns;
-            f->len += (size_t)snprintf(f->s + f->len, add + 1, "%s%s=%s", f->len ? "&" : "", ek, ev);
+            f->len +=
+                (size_t)snprintf(f->s + f->len, add + 1, "%s%s=%s", f->len ? "&" : "", ek, ev);
             rc = 0;
         }
     }
@@ -89,7 +90,6 @@ static size_t notify_discard(char *p, size_t size, size_t n, void *ud)
     return size * n;
 }
 
-int notify_http_fields_check(const char *spec);
 int notify_http_fields_check(const char *spec)
 {
     json_t *o = json_object();
@@ -169,7 +169,8 @@ int notify_http_send(const notify_http_conf *c, const notify_msg *m, char *err, 
     curl_easy_setopt(curl, CURLOPT_TIMEOUT_MS, c->timeout_ms);
     curl_easy_setopt(curl, CURLOPT_CONNECTTIMEOUT_MS, c->connect_timeout_ms);
     curl_easy_setopt(curl, CURLOPT_PROTOCOLS_STR, "http,https");
-    curl_easy_setopt(curl, CURLOPT_FOLLOWLOCATION, 0L); /* a redirect would re-POST the key elsewhere */
+    curl_easy_setopt(curl, CURLOPT_FOLLOWLOCATION,
+                     0L); /* a redirect would re-POST the key elsewhere */
     curl_easy_setopt(curl, CURLOPT_USERAGENT, "rxd-notify/1");
     curl_easy_setopt(curl, CURLOPT_ERRORBUFFER, ebuf);
     curl_easy_setopt(curl, CURLOPT_WRITEFUNCTION, notify_discard);

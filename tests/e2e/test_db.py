@@ -17,7 +17,6 @@ in the body, the SQLSTATE in the log), pool exhaustion (503 at once with Retry-A
 query timeouts, a database stopped and restarted under a running rxd, and a frozen
 database (SIGSTOP), with readiness and recovery without restarting rxd.
 """
-import json
 import os
 import re
 import signal
@@ -36,6 +35,9 @@ SERVER_ERROR = {"detail": "A server error occurred.", "code": "error"}
 # Client-side limit for any single request: far above every timeout configured here,
 # so a request that "hangs" fails the test instead of hanging it.
 CLIENT_TIMEOUT = 12.0
+# Allowed lateness over a configured database timeout (the queue deadline is checked
+# every 100 ms; the host may be busy, an ASan build is slower).
+SLACK = 1.0
 
 
 def assert_no_sanitizer_report(test, text, what="rxd stderr"):
@@ -50,7 +52,6 @@ class DbTestCase(unittest.TestCase):
     """One pgtemp per class, one rxd per test (started in setUp, stopped in tearDown)."""
     ENV = {}        # RXD_* overrides for this class's servers
     WORKERS = 2
-    START_SERVER = True
 
     @classmethod
     def setUpClass(cls):
@@ -78,9 +79,7 @@ class DbTestCase(unittest.TestCase):
         cls.pg.cleanup()
 
     def setUp(self):
-        self.server = None
-        if self.START_SERVER:
-            self.server = self.start_server()
+        self.server = self.start_server()
 
     def start_server(self, env=None, workers=None):
         overrides = {"RXD_DATABASE_URL": self.pg.url(),
@@ -479,13 +478,13 @@ class TestPoolExhaustion(DbTestCase):
         self.assertGreaterEqual(len(unavailable), 3, summary)
         for r, _dt in unavailable:
             self.assertUnavailable(r)
-        fast = [dt for _r, dt in unavailable if dt < 0.5]
+        fast = [dt for _r, dt in unavailable if dt < 1.0]
         self.assertGreaterEqual(len(fast), 3, "the overflow must be refused at once: %s" % summary)
         # none waited beyond the timeout plus the run of the query that got in
         for dt in (d for _r, d in unavailable):
-            self.assertLess(dt, 2.0 + 0.6, summary)
+            self.assertLess(dt, 2.0 + SLACK, summary)
         for dt in ok:
-            self.assertLess(dt, 2 * 2.0 + 0.6, summary)
+            self.assertLess(dt, 2 * 2.0 + SLACK, summary)
         self.assertRunning()
         # the pool is fine afterwards
         r, _ = self.timed_get("/test/db/types/")
@@ -514,7 +513,7 @@ class TestQueryTimeout(DbTestCase):
         r, dt = self.timed_get("/test/db/sleep/?s=3")
         self.assertUnavailable(r)
         self.assertGreater(dt, 0.8)
-        self.assertLess(dt, 1.8)
+        self.assertLess(dt, 1.0 + SLACK)
         # the next query works (another connection of the pool, or the reconnected one)
         r, _ = self.timed_get("/test/db/types/")
         self.assertOk(r)
@@ -532,7 +531,7 @@ class TestQueryTimeout(DbTestCase):
         summary = [(getattr(r, "status", repr(r)), round(dt, 2)) for r, dt in outs]
         for r, dt in outs:
             self.assertUnavailable(r)
-            self.assertLess(dt, 2 * 1.0 + 0.6, summary)
+            self.assertLess(dt, 2 * 1.0 + SLACK, summary)
         self.assertRunning()
         self.wait_ok("/test/db/types/", timeout=15)
 
@@ -547,13 +546,13 @@ class TestQueryTimeoutSingleConnection(DbTestCase):
     def test_next_query_after_a_timeout_works(self):
         r, dt = self.timed_get("/test/db/sleep/?s=3")
         self.assertUnavailable(r)
-        self.assertLess(dt, 1.8)
+        self.assertLess(dt, 1.0 + SLACK)
         r, dt = self.timed_get("/test/db/types/")
         self.assertNotIsInstance(r, BaseException, r)
         self.assertEqual(r.status, 200,
                          "the query right after a timeout failed (%r) though the database "
                          "is up: the pool's only connection was being re-established" % r)
-        self.assertLess(dt, 1.8)
+        self.assertLess(dt, 1.0 + SLACK)
 
 
 # ==========================================================================
@@ -573,7 +572,7 @@ class TestDatabaseStopped(DbTestCase):
         while time.monotonic() < t_end or n < 5:
             r, dt = self.timed_get("/test/db/types/")
             self.assertUnavailable(r)
-            self.assertLess(dt, self.TIMEOUT + 0.5)
+            self.assertLess(dt, self.TIMEOUT + SLACK)
             n += 1
             time.sleep(0.3)
         r, dt = self.timed_get("/readyz")
@@ -621,7 +620,7 @@ class TestDatabaseStopped(DbTestCase):
         self.assertEqual(len(results), 4)
         for r, dt in results:
             self.assertUnavailable(r)
-            self.assertLess(dt, 0.5 + self.TIMEOUT + 0.5)
+            self.assertLess(dt, 0.5 + self.TIMEOUT + SLACK)
         self.assertRunning()
         self.pg.start()
         self.wait_ok("/test/db/types/", timeout=15)
@@ -642,7 +641,7 @@ class TestDatabaseFrozen(DbTestCase):
         for _ in range(6):
             r, dt = self.timed_get("/test/db/types/")
             self.assertUnavailable(r)
-            self.assertLess(dt, self.TIMEOUT + 0.7)
+            self.assertLess(dt, self.TIMEOUT + SLACK)
         self.assertRunning()
         self.pg.thaw()
         body, _w = self.wait_ok("/test/db/types/", timeout=15)
@@ -665,20 +664,20 @@ class TestDatabaseFrozen(DbTestCase):
         for _ in range(5):
             r, dt = self.timed_get("/healthz", timeout=5)
             self.assertOk(r)
-            self.assertLess(dt, 0.5)
+            self.assertLess(dt, 1.0)
             time.sleep(0.1)
         t.join(CLIENT_TIMEOUT + 10)
         self.assertEqual(len(results), 10)
         summary = [(getattr(r, "status", repr(r)), round(dt, 2)) for r, dt in results]
         for r, dt in results:
             self.assertUnavailable(r)
-            self.assertLess(dt, 2 * self.TIMEOUT + 0.7, summary)
+            self.assertLess(dt, 2 * self.TIMEOUT + SLACK, summary)
         # stays frozen a while (reconnects to a frozen server time out too)
         t_end = time.monotonic() + 3
         while time.monotonic() < t_end:
             r, dt = self.timed_get("/test/db/types/")
             self.assertUnavailable(r)
-            self.assertLess(dt, self.TIMEOUT + 0.7)
+            self.assertLess(dt, self.TIMEOUT + SLACK)
         self.assertRunning()
         self.pg.thaw()
         self.wait_ok("/test/db/types/", timeout=15)

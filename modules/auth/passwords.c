@@ -1,0 +1,70 @@
+/*
+ * passwords.c — the contract's password rules and Argon2id hashing.
+ * Hashing costs tens of milliseconds and memory by design, so callers run
+ * auth_pw_hash/auth_pw_verify on the thread pool (rx_offload), never on a
+ * worker's event loop; only the CLI calls them directly.
+ */
+#include "auth.h"
+
+#include <ctype.h>
+#include <pthread.h>
+#include <string.h>
+
+bool auth_password_rules(const char *pw, json_t *errs, const char *field)
+{
+    bool up = false, low = false, dig = false, spec = false;
+    size_t n = strlen(pw);
+    for (const char *p = pw; *p; p++) {
+        unsigned char ch = (unsigned char)*p;
+        up |= isupper(ch) != 0;
+        low |= islower(ch) != 0;
+        dig |= isdigit(ch) != 0;
+        spec |= strchr("@$!%*?&#", ch) != NULL && ch != 0;
+    }
+    size_t before = json_array_size(json_object_get(errs, field));
+    if (n < 8)
+        auth_err(errs, field, "Password must be at least 8 characters long.");
+    if (!up)
+        auth_err(errs, field, "Password must contain at least one uppercase letter.");
+    if (!low)
+        auth_err(errs, field, "Password must contain at least one lowercase letter.");
+    if (!dig)
+        auth_err(errs, field, "Password must contain at least one digit.");
+    if (!spec)
+        auth_err(errs, field, "Password must contain at least one special character (@$!%*?&#).");
+    return json_array_size(json_object_get(errs, field)) == before;
+}
+
+int auth_pw_hash(const char *pw, char out[crypto_pwhash_STRBYTES])
+{
+    return crypto_pwhash_str(out, pw, strlen(pw), auth_cfg.opslimit, auth_cfg.memlimit);
+}
+
+bool auth_pw_verify(const char *hash, const char *pw)
+{
+    if (hash == NULL || *hash == '\0')
+        return false;
+    return crypto_pwhash_str_verify(hash, pw, strlen(pw)) == 0;
+}
+
+/* A hash of a random password, verified for unknown users so that "no such
+ * user" takes as long as "wrong password". Made once, on first use, on a
+ * pool thread: commands such as `rxd migrate` never pay for it. */
+static char dummy_hash[crypto_pwhash_STRBYTES];
+static pthread_once_t dummy_once = PTHREAD_ONCE_INIT;
+
+static void make_dummy(void)
+{
+    char pw[33];
+    unsigned char r[16];
+    randombytes_buf(r, sizeof r);
+    sodium_bin2hex(pw, sizeof pw, r, sizeof r);
+    if (auth_pw_hash(pw, dummy_hash) != 0)
+        dummy_hash[0] = '\0';
+}
+
+const char *auth_pw_dummy(void)
+{
+    pthread_once(&dummy_once, make_dummy);
+    return dummy_hash;
+}

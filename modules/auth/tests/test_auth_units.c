@@ -1,0 +1,230 @@
+/*
+ * test_auth_units.c — unit tests of the auth module's pure parts: phone and
+ * e-mail normalisation, masking, the password rules, Argon2id round trip, and
+ * the JWT wrapper's refusals (tampering, alg "none", unknown kid, expiry,
+ * wrong issuer/audience/type) that libjwt 1.10 alone would let through.
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+
+#include <cmocka.h>
+
+#include "../auth.h"
+
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+auth_config auth_cfg;
+rx_module *auth_mod;
+
+static void phones(void **state)
+{
+    (void)state;
+    char out[32];
+    const char *same[] = {"01712345678", "8801712345678", "+8801712345678", "+880 1712-345678",
+                          "1712345678"};
+    for (size_t i = 0; i < sizeof same / sizeof *same; i++) {
+        assert_int_equal(auth_norm_phone(same[i], out, sizeof out), 0);
+        assert_string_equal(out, "+8801712345678");
+    }
+    const char *bad[] = {"12345",           "",
+                         "abc01712345678",  "+0123456789",
+                         "0171234567",      "+88017123456789",
+                         "++8801712345678", "+8800712345678"};
+    for (size_t i = 0; i < sizeof bad / sizeof *bad; i++)
+        assert_int_not_equal(auth_norm_phone(bad[i], out, sizeof out), 0);
+    assert_int_equal(auth_norm_phone("+14155550123", out, sizeof out), 0);
+    assert_string_equal(out, "+14155550123");
+}
+
+static void emails(void **state)
+{
+    (void)state;
+    char out[256];
+    assert_int_equal(auth_norm_email("Rahim@Example.COM", out, sizeof out), 0);
+    assert_string_equal(out, "Rahim@example.com");
+    const char *bad[] = {"",      "plain",           "@example.com",   "a@",
+                         "a@b",   "a b@example.com", "a@@example.com", "a@example..com",
+                         "a@.com"};
+    for (size_t i = 0; i < sizeof bad / sizeof *bad; i++)
+        assert_int_not_equal(auth_norm_email(bad[i], out, sizeof out), 0);
+}
+
+static void masking(void **state)
+{
+    (void)state;
+    char out[64];
+    auth_mask(AUTH_EMAIL, "rahim@example.com", out, sizeof out);
+    assert_string_equal(out, "r***@example.com");
+    auth_mask(AUTH_PHONE, "+8801712345678", out, sizeof out);
+    assert_string_equal(out, "+880*****678");
+    assert_null(strstr(out, "12345"));
+}
+
+static void password_rules(void **state)
+{
+    (void)state;
+    const char *bad[] = {"Aa1!aaa", "aaaaaaa1!", "AAAAAAA1!", "Aaaaaaaa!", "Aaaaaaaa1", ""};
+    for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
+        json_t *e = json_object();
+        assert_false(auth_password_rules(bad[i], e, "password"));
+        assert_true(json_array_size(json_object_get(e, "password")) > 0);
+        json_decref(e);
+    }
+    json_t *e = json_object();
+    assert_true(auth_password_rules("Str0ng@pass", e, "password"));
+    assert_int_equal(json_object_size(e), 0);
+    json_decref(e);
+}
+
+static void argon2(void **state)
+{
+    (void)state;
+    char h[crypto_pwhash_STRBYTES];
+    assert_int_equal(auth_pw_hash("Str0ng@pass", h), 0);
+    assert_non_null(strstr(h, "$argon2id$"));
+    assert_true(auth_pw_verify(h, "Str0ng@pass"));
+    assert_false(auth_pw_verify(h, "Str0ng@pasS"));
+    assert_false(auth_pw_verify("", "Str0ng@pass"));
+    assert_true(auth_pw_dummy()[0] != '\0');
+}
+
+static char *b64(const char *s)
+{
+    size_t n = sodium_base64_ENCODED_LEN(strlen(s), sodium_base64_VARIANT_URLSAFE_NO_PADDING);
+    char *out = malloc(n);
+    sodium_bin2base64(out, n, (const unsigned char *)s, strlen(s),
+                      sodium_base64_VARIANT_URLSAFE_NO_PADDING);
+    return out;
+}
+
+static auth_claims claims(const char *typ)
+{
+    auth_claims c = {0};
+    strcpy(c.jti, "11111111-2222-4333-8444-555555555555");
+    strcpy(c.typ, typ);
+    strcpy(c.role, "REGISTERED_USER");
+    c.user_id = 7;
+    c.pharmacy_id = 3;
+    c.iat = (int64_t)time(NULL);
+    c.exp = c.iat + 60;
+    return c;
+}
+
+static void jwt_round_trip_and_refusals(void **state)
+{
+    (void)state;
+    auth_claims c = claims("access"), out;
+    char *t = auth_jwt_sign(&c);
+    assert_non_null(t);
+    assert_int_equal(auth_jwt_verify(t, "access", &out), 0);
+    assert_int_equal(out.user_id, 7);
+    assert_int_equal(out.pharmacy_id, 3);
+    assert_string_equal(out.role, "REGISTERED_USER");
+    assert_string_equal(out.jti, c.jti);
+    /* the type is pinned */
+    assert_int_not_equal(auth_jwt_verify(t, "refresh", &out), 0);
+    /* a flipped signature byte */
+    char *bad = strdup(t);
+    bad[strlen(bad) - 2] = bad[strlen(bad) - 2] == 'A' ? 'B' : 'A';
+    assert_int_not_equal(auth_jwt_verify(bad, "access", &out), 0);
+    free(bad);
+    /* alg none with the same payload, with and without a kid */
+    const char *dot = strchr(t, '.');
+    const char *dot2 = strchr(dot + 1, '.');
+    char payload[2048];
+    snprintf(payload, sizeof payload, "%.*s", (int)(dot2 - dot - 1), dot + 1);
+    char hdr[128];
+    snprintf(hdr, sizeof hdr, "{\"alg\":\"none\",\"kid\":\"%s\",\"typ\":\"JWT\"}",
+             auth_cfg.keys[0].kid);
+    char *h = b64(hdr), tok[4096];
+    snprintf(tok, sizeof tok, "%s.%s.", h, payload);
+    assert_int_not_equal(auth_jwt_verify(tok, "access", &out), 0);
+    free(h);
+    /* HS512 header over a valid HS256 signature: refused before libjwt */
+    snprintf(hdr, sizeof hdr, "{\"alg\":\"HS512\",\"kid\":\"%s\",\"typ\":\"JWT\"}",
+             auth_cfg.keys[0].kid);
+    h = b64(hdr);
+    snprintf(tok, sizeof tok, "%s.%s.%s", h, payload, dot2 + 1);
+    assert_int_not_equal(auth_jwt_verify(tok, "access", &out), 0);
+    free(h);
+    /* unknown kid */
+    h = b64("{\"alg\":\"HS256\",\"kid\":\"0000000000000000\",\"typ\":\"JWT\"}");
+    snprintf(tok, sizeof tok, "%s.%s.%s", h, payload, dot2 + 1);
+    assert_int_not_equal(auth_jwt_verify(tok, "access", &out), 0);
+    free(h);
+    free(t);
+    /* expired, not yet valid, wrong issuer, wrong audience */
+    c.exp = (int64_t)time(NULL) - 1;
+    t = auth_jwt_sign(&c);
+    assert_int_not_equal(auth_jwt_verify(t, "access", &out), 0);
+    free(t);
+    c = claims("access");
+    c.iat += 3600;
+    c.exp += 7200;
+    t = auth_jwt_sign(&c);
+    assert_int_not_equal(auth_jwt_verify(t, "access", &out), 0);
+    free(t);
+    c = claims("access");
+    t = auth_jwt_sign(&c);
+    auth_cfg.issuer = "someone-else";
+    assert_int_not_equal(auth_jwt_verify(t, "access", &out), 0);
+    auth_cfg.issuer = "rxd";
+    auth_cfg.audience = "other";
+    assert_int_not_equal(auth_jwt_verify(t, "access", &out), 0);
+    auth_cfg.audience = "rxd";
+    assert_int_equal(auth_jwt_verify(t, "access", &out), 0);
+    free(t);
+    assert_int_not_equal(auth_jwt_verify("", "access", &out), 0);
+    assert_int_not_equal(auth_jwt_verify("a.b.c", "access", &out), 0);
+    assert_int_not_equal(auth_jwt_verify(NULL, "access", &out), 0);
+}
+
+static void key_rotation(void **state)
+{
+    (void)state;
+    auth_claims c = claims("refresh"), out;
+    char *t = auth_jwt_sign(&c); /* signed with keys[0] */
+    auth_key old = auth_cfg.keys[0];
+    auth_cfg.keys[0] = auth_cfg.keys[1]; /* a new current key, old one still known */
+    auth_cfg.keys[1] = old;
+    assert_int_equal(auth_jwt_verify(t, "refresh", &out), 0);
+    auth_cfg.nkeys = 1; /* the old key retired */
+    assert_int_not_equal(auth_jwt_verify(t, "refresh", &out), 0);
+    auth_cfg.keys[1] = auth_cfg.keys[0];
+    auth_cfg.keys[0] = old;
+    auth_cfg.nkeys = 2;
+    free(t);
+}
+
+static void set_key(int i, const char *secret, const char *kid)
+{
+    auth_cfg.keys[i].bytes = (unsigned char *)strdup(secret);
+    auth_cfg.keys[i].len = strlen(secret);
+    snprintf(auth_cfg.keys[i].kid, sizeof auth_cfg.keys[i].kid, "%s", kid);
+}
+
+int main(void)
+{
+    if (sodium_init() < 0)
+        return 1;
+    auth_cfg.opslimit = crypto_pwhash_OPSLIMIT_MIN;
+    auth_cfg.memlimit = crypto_pwhash_MEMLIMIT_MIN;
+    auth_cfg.issuer = "rxd";
+    auth_cfg.audience = "rxd";
+    set_key(0, "0123456789abcdef0123456789abcdef-unit", "aaaaaaaaaaaaaaaa");
+    set_key(1, "fedcba9876543210fedcba9876543210-next", "bbbbbbbbbbbbbbbb");
+    auth_cfg.nkeys = 2;
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(phones),       cmocka_unit_test(emails),
+        cmocka_unit_test(masking),      cmocka_unit_test(password_rules),
+        cmocka_unit_test(argon2),       cmocka_unit_test(jwt_round_trip_and_refusals),
+        cmocka_unit_test(key_rotation),
+    };
+    int rc = cmocka_run_group_tests(tests, NULL, NULL);
+    free(auth_cfg.keys[0].bytes);
+    free(auth_cfg.keys[1].bytes);
+    return rc;
+}
