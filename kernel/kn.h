@@ -236,5 +236,6 @@ void kn_log(rx_log_level level, const char *module, const char *fmt, ...) RX_PRI
 /* Write one already-formatted JSON line (adds '\n') atomically to stdout. */
 void kn_log_line(const char *json, size_t len);
 extern rx_log_level kn_log_min;
+extern int kn_log_fd; /* where log lines go: stdout for serve/worker, else stderr */
 
 #endif

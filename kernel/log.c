@@ -13,6 +13,9 @@
 #include <unistd.h>
 
 rx_log_level kn_log_min = RX_LOG_INFO;
+/* stderr until `serve`/`worker` switch logs to stdout: a CLI command's own
+ * output (routes, openapi, jobs) stays clean on stdout. */
+int kn_log_fd = STDERR_FILENO;
 
 static const char *level_name[] = {"debug", "info", "warn", "error"};
 
@@ -26,7 +29,7 @@ void kn_log_line(const char *json, size_t len)
     buf[len] = '\n';
     size_t off = 0;
     while (off < len + 1) {
-        ssize_t n = write(STDOUT_FILENO, buf + off, len + 1 - off);
+        ssize_t n = write(kn_log_fd, buf + off, len + 1 - off);
         if (n <= 0)
             break;
         off += (size_t)n;

@@ -158,6 +158,8 @@ int main(int argc, char **argv)
         }
     }
     const char *cmd = nargs > 0 ? args[0] : "help";
+    if (strcmp(cmd, "serve") == 0 || strcmp(cmd, "worker") == 0)
+        kn_log_fd = STDOUT_FILENO;
     if (strcmp(cmd, "version") == 0 || strcmp(cmd, "--version") == 0) {
         free(args);
         return cmd_version();

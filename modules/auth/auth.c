@@ -42,6 +42,43 @@ rx_module *auth_mod;
 
 extern const rx_migration auth_migrations[];
 
+/* OpenAPI components (served at /api/schema/). */
+static const char user_schema[] =
+    "{\"type\":\"object\",\"properties\":{"
+    "\"id\":{\"type\":\"integer\"},\"username\":{\"type\":\"string\",\"maxLength\":150},"
+    "\"email\":{\"type\":\"string\"},\"phone\":{\"type\":\"string\"},"
+    "\"profile_picture\":{\"type\":[\"string\",\"null\"],\"format\":\"uri\"},"
+    "\"address\":{\"type\":\"string\",\"maxLength\":500},"
+    "\"role\":{\"enum\":[\"SUPER_ADMIN\",\"PHARMACY_ADMIN\",\"DOCTOR\",\"REGISTERED_USER\"]},"
+    "\"role_display\":{\"type\":\"string\"},"
+    "\"status\":{\"enum\":[\"ACTIVE\",\"INACTIVE\",\"LOCKED\",\"PENDING_VERIFICATION\"]},"
+    "\"status_display\":{\"type\":\"string\"},\"email_verified\":{\"type\":\"boolean\"},"
+    "\"phone_verified\":{\"type\":\"boolean\"},"
+    "\"created_at\":{\"type\":\"string\",\"format\":\"date-time\"},"
+    "\"gender\":{\"enum\":[\"MALE\",\"FEMALE\",\"OTHER\",null]},"
+    "\"gender_display\":{\"type\":[\"string\",\"null\"]},"
+    "\"date_of_birth\":{\"type\":[\"string\",\"null\"],\"format\":\"date\"},"
+    "\"is_active\":{\"type\":\"boolean\"},\"pharmacy\":{\"type\":[\"integer\",\"null\"]}}}";
+static const char tokens_schema[] =
+    "{\"type\":\"object\",\"properties\":{\"access\":{\"type\":\"string\"},"
+    "\"refresh\":{\"type\":\"string\"},\"user\":{\"$ref\":\"#/components/schemas/AuthUser\"}}}";
+static const char message_schema[] =
+    "{\"type\":\"object\",\"properties\":{\"message\":{\"type\":\"string\"},"
+    "\"detail\":{\"type\":\"string\"}}}";
+static const char login_schema[] =
+    "{\"type\":\"object\",\"required\":[\"password\"],\"properties\":{"
+    "\"email\":{\"type\":\"string\",\"format\":\"email\"},\"phone\":{\"type\":\"string\"},"
+    "\"password\":{\"type\":\"string\"}}}";
+static const char ident_schema[] =
+    "{\"type\":\"object\",\"properties\":{\"email\":{\"type\":\"string\",\"format\":\"email\"},"
+    "\"phone\":{\"type\":\"string\"}}}";
+static const char verify_schema[] =
+    "{\"type\":\"object\",\"required\":[\"otp\"],\"properties\":{"
+    "\"email\":{\"type\":\"string\",\"format\":\"email\"},\"phone\":{\"type\":\"string\"},"
+    "\"otp\":{\"type\":\"string\",\"pattern\":\"^[0-9]{6}$\"}}}";
+static const char refresh_schema[] = "{\"type\":\"object\",\"required\":[\"refresh\"],"
+                                     "\"properties\":{\"refresh\":{\"type\":\"string\"}}}";
+
 static long long cfg_int(rx_module *m, const char *key, long long def, int *bad)
 {
     long long v = def;
@@ -115,37 +152,46 @@ static int init(rx_module *m)
     rx_route_opts user = {.perm = RX_PERM_AUTHENTICATED, .auth = RX_AUTH_BEARER, .tag = "auth"};
     size_t upload = (size_t)auth_cfg.picture_max + (64 << 10);
     int rc = 0;
-#define ROUTE(meth, path, fn, base, sum)                                                           \
+    rc |= rx_schema(m, "AuthUser", user_schema);
+    rc |= rx_schema(m, "AuthTokens", tokens_schema);
+    rc |= rx_schema(m, "AuthMessage", message_schema);
+#define ROUTE(meth, path, fn, base, sum, reqs, resps)                                              \
     do {                                                                                           \
         rx_route_opts o = base;                                                                    \
         o.summary = sum;                                                                           \
+        o.request_schema = reqs;                                                                   \
+        o.response_schema = resps;                                                                 \
         rc |= rx_route(m, meth, path, fn, &o);                                                     \
     } while (0)
-    ROUTE(RX_POST, "/api/auth/request-otp/", auth_request_otp, anon, "Send a one-time code");
+    ROUTE(RX_POST, "/api/auth/request-otp/", auth_request_otp, anon, "Send a one-time code",
+          ident_schema, "AuthMessage");
     ROUTE(RX_POST, "/api/auth/register/phone/", auth_register_phone, anon,
-          "Send a one-time code by SMS (legacy)");
+          "Send a one-time code by SMS (legacy)", ident_schema, "AuthMessage");
     ROUTE(RX_POST, "/api/auth/verify-otp/", auth_verify_otp, anon,
-          "Check a one-time code, get a registration token");
+          "Check a one-time code, get a registration token", verify_schema, NULL);
     rx_route_opts big = anon;
     big.body_limit = upload;
     ROUTE(RX_POST, "/api/auth/register/complete/", auth_register_complete, big,
-          "Create the account of a verified identifier");
+          "Create the account of a verified identifier (JSON or multipart)", NULL, "AuthTokens");
     ROUTE(RX_POST, "/api/auth/register/email/", auth_register_email, anon,
-          "Create an account with e-mail and password");
-    ROUTE(RX_POST, "/api/auth/login/", auth_login, anon, "Log in");
+          "Create an account with e-mail and password", login_schema, "AuthTokens");
+    ROUTE(RX_POST, "/api/auth/login/", auth_login, anon, "Log in", login_schema, "AuthTokens");
     ROUTE(RX_POST, "/api/auth/token/refresh/", auth_refresh, anon,
-          "Rotate the refresh token, get a new access token");
-    ROUTE(RX_POST, "/api/auth/logout/", auth_logout, user, "Log out");
+          "Rotate the refresh token, get a new access token", refresh_schema, "AuthTokens");
+    ROUTE(RX_POST, "/api/auth/logout/", auth_logout, user, "Log out", NULL, "AuthMessage");
     ROUTE(RX_POST, "/api/auth/password-reset/", auth_password_reset, anon,
-          "Send a password reset code");
+          "Send a password reset code", ident_schema, "AuthMessage");
     ROUTE(RX_POST, "/api/auth/password-reset/confirm/", auth_password_reset_confirm, anon,
-          "Set a new password with a registration token");
-    ROUTE(RX_POST, "/api/auth/password-change/", auth_password_change, user, "Change the password");
-    ROUTE(RX_GET, "/api/auth/me/", auth_me_get, user, "The current user");
+          "Set a new password with a registration token", NULL, "AuthMessage");
+    ROUTE(RX_POST, "/api/auth/password-change/", auth_password_change, user, "Change the password",
+          NULL, "AuthMessage");
+    ROUTE(RX_GET, "/api/auth/me/", auth_me_get, user, "The current user", NULL, "AuthUser");
     rx_route_opts ubig = user;
     ubig.body_limit = upload;
-    ROUTE(RX_PUT | RX_PATCH, "/api/auth/me/", auth_me_update, ubig, "Update the current user");
-    ROUTE(RX_GET, "/media/profile_pictures/{file}", auth_media_get, anon, "A profile picture");
+    ROUTE(RX_PUT | RX_PATCH, "/api/auth/me/", auth_me_update, ubig,
+          "Update the current user (JSON or multipart)", NULL, "AuthUser");
+    ROUTE(RX_GET, "/media/profile_pictures/{file}", auth_media_get, anon, "A profile picture", NULL,
+          NULL);
 #undef ROUTE
     rc |= rx_hook_authenticate(m, 100, auth_authenticate, NULL);
     rc |= rx_migrations(m, auth_migrations);

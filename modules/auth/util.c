@@ -125,6 +125,13 @@ int auth_read_body(rx_req *req, auth_ctx *c, bool multipart_ok)
             c->parts = rx_req_alloc(req, sizeof(rx_part));
         return 0;
     }
+    /* Routes that take uploads have a larger body limit; JSON keeps 1 MiB. */
+    size_t len = 0;
+    rx_req_body(req, &len);
+    if (len > (1u << 20)) {
+        rx_reply_error(req, 413, "request_too_large", "Request body is too large.");
+        return -1;
+    }
     c->body = rx_req_json(req);
     if (c->body == NULL)
         return -1;

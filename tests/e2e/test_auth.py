@@ -297,6 +297,15 @@ class Registration(AuthCase):
         reg = self.register_phone(email=email)
         self.assertUser(reg["user"], email=email, email_verified=False, phone_verified=True)
 
+    def test_register_complete_verified_second_identifier(self):
+        email = new_email()
+        _, code = self.request_code(email)
+        r = self.verify(email, code)
+        self.assertEqual(r.status, 200, r)
+        self.remember(r.json()["registration_token"])
+        reg = self.register_phone(email=email)
+        self.assertUser(reg["user"], email=email, email_verified=True, phone_verified=True)
+
     def test_register_complete_multipart_with_picture(self):
         phone = new_phone()
         tok = self.registration_token(phone)
@@ -334,6 +343,7 @@ class Registration(AuthCase):
             self.assertEqual(r.json()["user"]["phone"], e164(local))
 
     def test_legacy_register_phone(self):
+        n0 = self.audit_count("REGISTER_PHONE")
         phone = new_phone()
         _, code = self.request_code(phone, path="/api/auth/register/phone/")
         r = self.verify(phone, code)
@@ -346,6 +356,7 @@ class Registration(AuthCase):
             "password": password}))
         self.assertEqual(t["user"]["phone"], e164(phone))
         self.assertTrue(t["user"]["phone_verified"])
+        self.assertGreater(self.audit_count("REGISTER_PHONE"), n0)
 
     def test_email_flow(self):
         email = new_email()
@@ -557,6 +568,24 @@ class Login(AuthCase):
             self.assertError(self.login(e["email"], e["password"]), 403, "account_inactive",
                              "This account is inactive.")
 
+    def test_soft_deleted_user(self):
+        e = self.register_email()
+        self.sql("UPDATE %s SET deleted_at = now() WHERE id = %d" % (af.USERS_TABLE, e["user"]["id"]))
+        self.assertError(self.login(e["email"], "Aa1!bad" + uid()), 401, "invalid_credentials")
+        self.assertError(self.login(e["email"], e["password"]), 403, "account_inactive",
+                         "This account is inactive.")
+
+    def test_not_json_and_malformed_json(self):
+        e = self.register_email()
+        body = json.dumps({"email": e["email"], "password": e["password"]})
+        r = self.server.request("POST", "/api/auth/login/", body=body, headers={"Content-Type": "text/plain"})
+        self.assertEqual(r.status, 415, r)
+        r = self.server.request("POST", "/api/auth/login/", body=b'{"email": ',
+                                headers={"Content-Type": "application/json"})
+        self.assertEqual(r.status, 400, r)
+        self.assertEqual(self.post("/api/auth/login/", {"email": e["email"], "password": e["password"],
+                                                        "unknown_field": 1}).status, 200)
+
     def test_inactive_user_tokens_stop_within_a_second(self):
         e = self.register_email()
         self.assertEqual(self.me(e["access"]).status, 200)
@@ -580,6 +609,12 @@ class Login(AuthCase):
         time.sleep(1.5)
         self.assertEqual(self.server.messages_to(unknown), [])
         self.assertEqual(self.post("/api/auth/password-reset/", {"email": "not-an-email"}).status, 400)
+        p = self.register_phone()
+        r, code = self.request_code(p["phone"], path="/api/auth/password-reset/")
+        self.assertIsInstance(r.json().get("message"), str, r)
+        r = self.verify(p["phone"], code)
+        self.assertEqual(r.status, 200, r)
+        self.remember(r.json()["registration_token"])
 
     def test_password_reset_flow(self):
         e = self.register_email()
@@ -809,6 +844,10 @@ class Tokens(AuthCase):
         for claim in ("exp", "iat", "iss", "aud", "jti"):
             self.assertIn(claim, payload, payload)
         now = int(time.time())
+        self.assertEqual(payload["exp"] - payload["iat"], 24 * 3600)           # access: 24 h
+        _, rp = jwt_parts(e["refresh"])
+        self.assertEqual(rp["exp"] - rp["iat"], 7 * 24 * 3600)                  # refresh: 7 days
+        self.assertLessEqual(abs(payload["iat"] - now), 30)
         # Re-signing the real claims with the real key works: the forgeries below
         # are refused for what they change, not for how they are built.
         self.assertEqual(self.me(jwt_make(header, payload)).status, 200)
