@@ -9,7 +9,7 @@
 # Every command is idempotent: `start` reuses a server already answering on the port.
 #
 #   scripts/services.sh start | stop | status | env | psql [db]
-#   eval "$(scripts/services.sh env)"   # export the RXD_* URLs the caller has not set
+#   eval "$(scripts/services.sh env)"   # export the RXD_* URLs (and a dev JWT secret) the caller has not set
 #
 # PostgreSQL refuses to run as root: as root the data dir belongs to user postgres and
 # initdb/pg_ctl run through `runuser -u postgres`.
@@ -269,6 +269,18 @@ cmd_status() {
 }
 
 # Print `export NAME=value` for each URL the caller has not set (set but empty counts as set).
+# A development JWT signing key, made once per checkout (var/jwt-secret, mode
+# 0600): `make run` needs one and a secret never belongs in conf/. Production
+# sets RXD_JWT_SECRET itself.
+dev_jwt_secret() {
+    local f=$VAR/jwt-secret
+    if [ ! -s "$f" ]; then
+        mkdir -p "$VAR"
+        (umask 077 && head -c 48 /dev/urandom | base64 | tr -d '\n/+=' > "$f")
+    fi
+    cat "$f"
+}
+
 cmd_env() {
     local name value
     while read -r name value; do
@@ -278,6 +290,7 @@ RXD_DATABASE_URL $(pg_url rxd)
 RXD_REDIS_URL redis://$HOST:$REDIS_PORT/0
 RXD_TEST_DATABASE_URL $(pg_url rxd_test)
 RXD_TEST_REDIS_URL redis://$HOST:$REDIS_PORT/1
+RXD_JWT_SECRET $(dev_jwt_secret)
 EOF
 }
 

@@ -74,6 +74,7 @@ void auth_reply_tokens(rx_req *req, auth_ctx *c, const rx_rows *rows, int row)
 #define STATUS_SLOTS 1024
 typedef struct status_slot {
     int64_t user_id, checked_ms;
+    int64_t valid_after; /* unix seconds; tokens issued before are refused */
     bool ok;
 } status_slot;
 static __thread status_slot status_cache[STATUS_SLOTS];
@@ -125,13 +126,17 @@ static void status_read(rx_req *req, rx_rows *rows)
         return;
     }
     bool ok = false;
-    if (rx_rows_count(rows) == 1)
+    int64_t after = 0;
+    if (rx_rows_count(rows) == 1) {
         rx_rows_bool(rows, 0, 0, &ok);
+        rx_rows_int(rows, 0, 1, &after);
+    }
     status_slot *s = &status_cache[(uint64_t)cl->user_id % STATUS_SLOTS];
     s->user_id = cl->user_id;
     s->checked_ms = now_ms();
     s->ok = ok;
-    authn_finish(req, ok);
+    s->valid_after = after;
+    authn_finish(req, ok && cl->iat >= after);
 }
 
 static void authn_checked(rx_req *req, int err, const rx_redis_reply *r)
@@ -147,11 +152,13 @@ static void authn_checked(rx_req *req, int err, const rx_redis_reply *r)
     }
     const status_slot *s = &status_cache[(uint64_t)cl->user_id % STATUS_SLOTS];
     if (s->user_id == cl->user_id && now_ms() - s->checked_ms < auth_cfg.status_cache_ms) {
-        authn_finish(req, s->ok);
+        authn_finish(req, s->ok && cl->iat >= s->valid_after);
         return;
     }
     if (rx_db(req, status_read,
-              "SELECT status = 'ACTIVE' AND deleted_at IS NULL FROM users WHERE id = $1",
+              "SELECT status = 'ACTIVE' AND deleted_at IS NULL,"
+              "       COALESCE(floor(extract(epoch FROM tokens_valid_after)), 0)::bigint"
+              "  FROM users WHERE id = $1",
               RX_INT(cl->user_id)) != 0)
         authn_unavailable(req);
 }

@@ -51,19 +51,29 @@ static int notify_mkdirs(const char *path)
     return mkdir(dir, 0755) != 0 && errno != EEXIST ? -1 : 0;
 }
 
-/* True when the file already holds a line of this job. The lines are compact
- * JSON written by us: inside a string value every '"' is escaped, so the
- * bytes "job_id":N followed by ',' or '}' can only be the job_id member. */
-static bool notify_outbox_has(FILE *f, int64_t job_id)
+/* True when the file already holds this job's message. The lines are compact
+ * JSON written by us, fields in a fixed order: a retry writes the same bytes
+ * up to "created_at" and the same job_id. Job ids alone are not enough: they
+ * restart with every database (tests, a reset dev database) while the outbox
+ * file lives on. Inside a string every '"' is escaped, so the markers below
+ * can only be the members themselves. */
+static bool notify_outbox_has(FILE *f, const char *ours, int64_t job_id)
 {
-    char needle[64];
-    int nl = snprintf(needle, sizeof(needle), "\"job_id\":%" PRId64, job_id);
+    const char *cut = strstr(ours, ",\"created_at\":");
+    if (cut == NULL)
+        return false;
+    size_t plen = (size_t)(cut - ours);
+    char tail[64];
+    int tl = snprintf(tail, sizeof(tail), "\"job_id\":%" PRId64 "}", job_id);
     char *line = NULL;
     size_t cap = 0;
     bool found = false;
-    while (!found && getline(&line, &cap, f) != -1) {
-        for (char *p = strstr(line, needle); p && !found; p = strstr(p + 1, needle))
-            found = p[nl] == ',' || p[nl] == '}';
+    ssize_t n;
+    while (!found && (n = getline(&line, &cap, f)) != -1) {
+        while (n > 0 && (line[n - 1] == '\n' || line[n - 1] == '\r'))
+            line[--n] = '\0';
+        found = (size_t)n > plen + (size_t)tl && strncmp(line, ours, plen) == 0 &&
+                line[plen] == ',' && strcmp(line + n - tl, tail) == 0;
     }
     free(line);
     return found;
@@ -115,7 +125,7 @@ int notify_log_send(const notify_log_conf *c, const notify_msg *m, bool *skipped
     }
     fd = -1; /* owned by f now */
     rewind(f);
-    if (m->job_id != 0 && notify_outbox_has(f, m->job_id)) {
+    if (m->job_id != 0 && notify_outbox_has(f, line, m->job_id)) {
         *skipped = true;
         rc = 0;
         goto out;
