@@ -117,6 +117,8 @@ struct rx_req {
     int phase;
     size_t hook_i;
     rx_principal principal;
+    bool scoped;
+    int64_t scope_pharmacy, scope_user;
     bool auth_denied;
     int fail_status;
     const char *fail_code, *fail_detail;

@@ -347,6 +347,23 @@ const char *rx_req_client_ip(const rx_req *req)
     return peer;
 }
 
+void rx_req_set_scope(rx_req *req, int64_t pharmacy_id, int64_t user_id)
+{
+    req->scoped = true;
+    req->scope_pharmacy = pharmacy_id;
+    req->scope_user = user_id;
+}
+
+int64_t rx_scope_pharmacy(const rx_req *req)
+{
+    return req->scoped ? req->scope_pharmacy : RX_SCOPE_NONE;
+}
+
+int64_t rx_scope_user(const rx_req *req)
+{
+    return req->scoped ? req->scope_user : RX_SCOPE_NONE;
+}
+
 void rx_req_set_principal(rx_req *req, const rx_principal *p)
 {
     req->principal = *p;

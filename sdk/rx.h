@@ -315,6 +315,21 @@ typedef struct rx_principal {
 /* The principal of this request; kind NONE when anonymous. Borrowed (request). */
 RX_EXPORT const rx_principal *rx_req_principal(const rx_req *req);
 
+/* Row scope: which rows this principal may touch, decided by the access
+ * policy (module rbac sets it from its authorize hook) and applied by
+ * handlers in SQL, so object-level checks live in WHERE clauses:
+ *     WHERE ($1::bigint = 0 OR pharmacy_id = $1)       -- RX_INT(rx_scope_pharmacy(req))
+ *     WHERE ($2::bigint = 0 OR user_id = $2)           -- RX_INT(rx_scope_user(req))
+ * RX_SCOPE_ALL (0) means every row; RX_SCOPE_NONE (-1) matches no row (a
+ * request nobody scoped sees nothing: deny by default). */
+#define RX_SCOPE_ALL 0
+#define RX_SCOPE_NONE (-1)
+RX_EXPORT void rx_req_set_scope(rx_req *req, int64_t pharmacy_id, int64_t user_id);
+/* The pharmacy rows may belong to: a pharmacy id, RX_SCOPE_ALL or RX_SCOPE_NONE. */
+RX_EXPORT int64_t rx_scope_pharmacy(const rx_req *req);
+/* The user rows may belong to ("own rows only"): a user id, RX_SCOPE_ALL or RX_SCOPE_NONE. */
+RX_EXPORT int64_t rx_scope_user(const rx_req *req);
+
 /* ------------------------------------------------------------------------ */
 /* Replies                                                                  */
 /* ------------------------------------------------------------------------ */
