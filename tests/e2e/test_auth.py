@@ -404,6 +404,31 @@ class Registration(AuthCase):
         self.assertEqual(r.status, 200, r)
         self.remember(r.json()["registration_token"])
 
+    def test_otp_expires(self):
+        # The code lives 5 minutes: the Redis keys that name the phone expire within
+        # 300 s (none lives longer than the 1-hour send window), and once they are
+        # gone the code is refused.
+        phone = new_phone()
+        _, code = self.request_code(phone)
+        keys = [k.decode() for k in REDIS.command("KEYS", "*%s*" % e164(phone), db=self.REDIS_DB)]
+        ttls = {k: REDIS.command("TTL", k, db=self.REDIS_DB) for k in keys}
+        self.assertTrue(any(0 < t <= 300 for t in ttls.values()), ttls)
+        self.assertTrue(all(0 < t <= 3600 for t in ttls.values()), ttls)
+        for k, t in ttls.items():
+            if t <= 300:
+                REDIS.command("PEXPIRE", k, 1, db=self.REDIS_DB)
+        time.sleep(0.05)
+        self.assertError(self.verify(phone, code), 400, "invalid_otp")
+
+    def test_string_length_limits(self):
+        r = self.post("/api/auth/register/email/", {"email": "a" * 250 + "@example.com",
+                                                   "password": new_password()})
+        self.assertFieldError(r, "email")
+        tok = self.registration_token(new_phone())
+        r = self.post("/api/auth/register/complete/", {"registration_token": tok, "username": "L " + uid(),
+                                                      "password": new_password(), "address": "a" * 501})
+        self.assertFieldError(r, "address")
+
     def test_registration_token_single_use_and_weak_password_keeps_it(self):
         phone = new_phone()
         tok = self.registration_token(phone)
@@ -574,6 +599,30 @@ class Login(AuthCase):
         self.assertError(self.login(e["email"], "Aa1!bad" + uid()), 401, "invalid_credentials")
         self.assertError(self.login(e["email"], e["password"]), 403, "account_inactive",
                          "This account is inactive.")
+        self.assertError(self.me(e["access"]), 401, "token_not_valid")
+
+    def test_status_and_logout_reach_every_instance(self):
+        second = AuthServer(PG.url(), REDIS.url(db=self.REDIS_DB), False)
+        try:
+            second.start()
+            a, b = self.register_email(), self.register_email()
+            self.assertEqual(self.req("GET", "/api/auth/me/", token=a["access"], server=second).status, 200)
+            self.assertEqual(self.req("GET", "/api/auth/me/", token=b["access"], server=second).status, 200)
+            self.sql("UPDATE %s SET status = 'INACTIVE' WHERE id = %d" % (af.USERS_TABLE, a["user"]["id"]))
+            self.assertEqual(self.post("/api/auth/logout/", {"refresh": b["refresh"]}, token=b["access"]).status,
+                             200)
+            time.sleep(1.0)
+            self.assertError(self.req("GET", "/api/auth/me/", token=a["access"], server=second), 401,
+                             "token_not_valid")
+            self.assertError(self.req("GET", "/api/auth/me/", token=b["access"], server=second), 401,
+                             "token_not_valid")
+            self.assertError(self.post("/api/auth/token/refresh/", {"refresh": b["refresh"]}, server=second),
+                             401, "token_not_valid")
+        finally:
+            try:
+                second.stop()
+            finally:
+                second.cleanup()
 
     def test_not_json_and_malformed_json(self):
         e = self.register_email()
@@ -816,14 +865,33 @@ class Tokens(AuthCase):
         self.assertEqual(r.status, 200, r)
         self.assertUser(r.json(), email=email, email_verified=True, phone=p["e164"])
 
+    def test_patch_me_phone_needs_a_code(self):
+        e = self.register_email()
+        phone = new_phone()
+        before = len(self.server.messages_to(phone))
+        r = self.req("PATCH", "/api/auth/me/", {"phone": phone}, token=e["access"])
+        self.assertEqual(r.status, 200, r)
+        b = r.json()
+        self.assertIs(b.get("pending_verification"), True, b)
+        self.assertNotIn(phone[-8:], b["identifier_masked"])
+        self.assertEqual(b["user"]["phone"], "")
+        code, _ = self.server.wait_code(phone, before)
+        self.remember(code)
+        r = self.req("PATCH", "/api/auth/me/", {"phone": phone, "otp": code}, token=e["access"])
+        self.assertEqual(r.status, 200, r)
+        self.assertUser(r.json(), phone=e164(phone), phone_verified=True, email=e["email"])
+        self.assertEqual(self.login(phone, e["password"]).status, 200)
+
     def test_profile_picture_upload(self):
         e = self.register_email()
         png = tiny_png()
-        body, ctype = multipart({}, {"profile_picture": ("face.png", "image/png", png)})
+        name = "Pictured " + uid()
+        body, ctype = multipart({"username": name}, {"profile_picture": ("face.png", "image/png", png)})
         r = self.server.request("PATCH", "/api/auth/me/", body=body, headers={
             "Content-Type": ctype, "Authorization": "Bearer " + e["access"]})
         self.assertEqual(r.status, 200, r)
         url = r.json()["profile_picture"]
+        self.assertEqual(r.json()["username"], name)
         self.assertIsInstance(url, str)
         self.assertTrue(url.startswith(self.server.base_url + "/media/"), url)
         self.assertEqual(self.me(e["access"]).json()["profile_picture"], url)
@@ -832,6 +900,12 @@ class Tokens(AuthCase):
         self.assertEqual(got.body, png)
         self.assertEqual(got.header("content-type", "").split(";")[0].strip(), "image/png")
         body, ctype = multipart({}, {"profile_picture": ("evil.png", "image/png", b"just some text\n")})
+        r = self.server.request("PATCH", "/api/auth/me/", body=body, headers={
+            "Content-Type": ctype, "Authorization": "Bearer " + e["access"]})
+        self.assertFieldError(r, "profile_picture")
+        gif = b"GIF89a\x01\x00\x01\x00\x80\x00\x00\x00\x00\x00\xff\xff\xff!\xf9\x04\x01\x00\x00\x00\x00," \
+              b"\x00\x00\x00\x00\x01\x00\x01\x00\x00\x02\x02D\x01\x00;"
+        body, ctype = multipart({}, {"profile_picture": ("anim.png", "image/png", gif)})
         r = self.server.request("PATCH", "/api/auth/me/", body=body, headers={
             "Content-Type": ctype, "Authorization": "Bearer " + e["access"]})
         self.assertFieldError(r, "profile_picture")
