@@ -279,8 +279,8 @@ fi
 # ---------------------------------------------------------------- summary
 
 echo
-echo "== results (medians of $ROUNDS rounds; -c$CLIENTS, ${DURATION} s each; rxd defaults:" \
-     "2 workers × pool_size 4, pipeline 4)"
+echo "== results (medians of $ROUNDS rounds; -c$CLIENTS, ${DURATION} s each; rxd with its defaults:" \
+     "2 workers, database.pool_size and database.pipeline unset)"
 printf '%-24s %14s\n' "pgbench -S -M prepared" "$m_tps tps"
 printf '%-24s %14s   p99 %s ms\n' "rxd /test/db/item/{id}/" "$m_rps req/s" "$m_p99"
 printf '%-24s %14s   target >= 0.6  %s\n' "ratio rxd/pgbench" "$ratio" "$verdict"
