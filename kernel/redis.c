@@ -1220,10 +1220,45 @@ void rx_reply_throttled(rx_req *req, int retry_after_s, const char *code, const 
                        retry_after_s, retry_after_s == 1 ? "" : "s");
 }
 
+/* rx_publish(NULL, ...) from a CLI command: no worker, so one blocking
+ * connection (redis.timeout bounds every step). */
+static int publish_blocking(const char *channel, const char *msg, size_t len)
+{
+    uv_once(&cfg_once, cfg_load);
+    if (!cfg.configured || !cfg.valid)
+        return RX_EUNAVAIL;
+    struct timeval tv = {(time_t)(cfg.timeout_ms / 1000), (long)(cfg.timeout_ms % 1000) * 1000};
+    redisContext *c = redisConnectWithTimeout(cfg.host, cfg.port, tv);
+    redisReply *rep = NULL;
+    int rc = RX_EUNAVAIL;
+    if (c == NULL || c->err)
+        goto out;
+    redisSetTimeout(c, tv);
+    if (cfg.auth) {
+        rep = cfg.user[0] ? redisCommand(c, "AUTH %s %s", cfg.user, cfg.pass)
+                          : redisCommand(c, "AUTH %s", cfg.pass);
+        if (rep == NULL || rep->type == REDIS_REPLY_ERROR)
+            goto out;
+        freeReplyObject(rep);
+    }
+    /* PUBLISH reaches subscribers of every database: no SELECT needed. */
+    rep = redisCommand(c, "PUBLISH %s %b", channel, msg ? msg : "", len);
+    if (rep != NULL && rep->type == REDIS_REPLY_INTEGER)
+        rc = 0;
+out:
+    if (rep != NULL)
+        freeReplyObject(rep);
+    if (c != NULL)
+        redisFree(c);
+    return rc;
+}
+
 int rx_publish(rx_req *req, const char *channel, const char *msg, size_t len)
 {
-    if (req == NULL || channel == NULL || channel[0] == '\0' || (msg == NULL && len > 0))
+    if (channel == NULL || channel[0] == '\0' || (msg == NULL && len > 0))
         return RX_EINVAL;
+    if (req == NULL)
+        return publish_blocking(channel, msg, len);
     kn_redis *r = worker_redis(req);
     if (r == NULL || r->dead)
         return RX_ESTATE;

@@ -671,7 +671,9 @@ RX_EXPORT void rx_reply_throttled(rx_req *req, int retry_after_s, const char *co
 
 /* Publish to every instance; subscribers registered at init get the message
  * on every worker of every instance (cache invalidation, fan-out).
- * rx_publish has no callback: RX_EUNAVAIL at once when Redis is down.
+ * rx_publish has no callback: RX_EUNAVAIL at once when Redis is down. From a
+ * CLI command (no workers) pass req = NULL: it then publishes over a short
+ * blocking connection and returns 0 once Redis accepted the message.
  * Handlers run on every worker thread at the same time (`ud` must be thread
  * safe); messages published while a subscriber reconnects are lost, so use
  * pub/sub for hints (invalidate, refresh), never as the only copy of data. */

@@ -140,10 +140,19 @@ static int cmd_revoke(rx_module *m, int64_t key_id)
         rx_rows_free(r);
         return 1;
     }
-    long long ttl = (pharm_cfg.cache_ttl_ms + 999) / 1000;
-    printf("Revoked API key %lld (prefix %s). Servers that cached it accept it for at most "
-           "%lld more seconds.\n",
-           (long long)key_id, rx_rows_text(r, 0, 1), ttl);
+    /* Tell every running server to drop the key from its cache now, as the
+     * DELETE route does; if Redis cannot be reached the cache TTL still ends it. */
+    const char *prefix = rx_rows_text(r, 0, 1);
+    char msg[64];
+    snprintf(msg, sizeof(msg), "k:%s", prefix);
+    if (rx_publish(NULL, PHARM_CHANNEL, msg, strlen(msg)) == 0) {
+        printf("Revoked API key %lld (prefix %s).\n", (long long)key_id, prefix);
+    } else {
+        long long ttl = (pharm_cfg.cache_ttl_ms + 999) / 1000;
+        printf("Revoked API key %lld (prefix %s). Redis is unreachable: servers that cached it "
+               "accept it for at most %lld more seconds.\n",
+               (long long)key_id, prefix, ttl);
+    }
     rx_rows_free(r);
     return 0;
 }
