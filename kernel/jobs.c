@@ -119,6 +119,11 @@ static const kn_task *task_find(const char *name)
     return NULL;
 }
 
+bool rx_task_exists(const char *name)
+{
+    return name != NULL && task_find(name) != NULL;
+}
+
 static int task_add(const kn_task *t)
 {
     const kn_task *dup = task_find(t->name);

@@ -711,6 +711,11 @@ RX_EXPORT int rx_task(rx_module *m, const char *name, rx_task_fn fn, const rx_ta
  * instances. Only from init. */
 RX_EXPORT int rx_every(rx_module *m, const char *name, const char *schedule, rx_task_fn fn);
 
+/* Whether a task of that name is registered in this process (by any module):
+ * lets a module dispatch work to tasks other modules own without knowing them
+ * (e.g. webhooks -> "webhook.apply.<event type>"). Thread safe after init. */
+RX_EXPORT bool rx_task_exists(const char *name);
+
 /* From a task: the payload (borrowed), the job id, and this attempt (1..). */
 RX_EXPORT json_t *rx_job_payload(rx_req *job);
 RX_EXPORT int64_t rx_job_id(const rx_req *job);
