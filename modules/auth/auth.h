@@ -7,6 +7,8 @@
 #define AUTH_H
 
 #include <rx.h>
+
+#include "identity.h"
 #include <sodium.h>
 #include <stdbool.h>
 #include <stdint.h>
@@ -75,8 +77,6 @@ int auth_audit(rx_req *req, rx_db_cb cb, const char *action, int64_t user_id, co
 /* util.c */
 auth_ctx *auth_ctx_get(rx_req *req);
 void auth_uuid(char out[37]);
-int auth_norm_phone(const char *in, char *out, size_t outlen);
-int auth_norm_email(const char *in, char *out, size_t outlen);
 void auth_mask(int kind, const char *ident, char *out, size_t outlen);
 json_t *auth_meta(int kind, const char *ident);
 int auth_read_body(rx_req *req, auth_ctx *c, bool multipart_ok);
@@ -99,7 +99,6 @@ json_t *auth_user_json(rx_req *req, const rx_rows *rows, int row);
 void auth_reply_unique(rx_req *req, const rx_rows *rows);
 
 /* passwords.c */
-bool auth_password_rules(const char *pw, json_t *errs, const char *field);
 int auth_pw_hash(const char *pw, char out[crypto_pwhash_STRBYTES]);
 bool auth_pw_verify(const char *hash, const char *pw);
 const char *auth_pw_dummy(void); /* thread pool only: may hash */

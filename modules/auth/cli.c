@@ -72,11 +72,11 @@ int auth_cli_createsuperuser(rx_module *m, int argc, char **argv)
         if (phone == NULL && prompt("Phone (optional): ", pbuf, sizeof pbuf, false) == 0 && *pbuf)
             phone = pbuf;
     }
-    if (email == NULL || auth_norm_email(email, ne, sizeof ne) != 0) {
+    if (email == NULL || ident_norm_email(email, ne, sizeof ne) != 0) {
         fprintf(stderr, "createsuperuser: a valid --email is required\n");
         return 1;
     }
-    if (phone != NULL && auth_norm_phone(phone, np, sizeof np) != 0) {
+    if (phone != NULL && ident_norm_phone(phone, np, sizeof np) != 0) {
         fprintf(stderr, "createsuperuser: '%s' is not a valid phone number\n", phone);
         return 1;
     }
@@ -101,7 +101,7 @@ int auth_cli_createsuperuser(rx_module *m, int argc, char **argv)
         }
     }
     json_t *errs = json_object();
-    if (!auth_password_rules(pw, errs, "password")) {
+    if (!ident_password_rules(pw, errs, "password")) {
         json_t *l = json_object_get(errs, "password");
         for (size_t i = 0; i < json_array_size(l); i++)
             fprintf(stderr, "createsuperuser: %s\n", json_string_value(json_array_get(l, i)));

@@ -190,7 +190,7 @@ void auth_register_phone(rx_req *req)
         if (json_object_size(errs) == 0)
             auth_err(errs, "phone",
                      phone ? "This field may not be blank." : "This field is required.");
-    } else if (auth_norm_phone(phone, c->ident, sizeof c->ident) != 0) {
+    } else if (ident_norm_phone(phone, c->ident, sizeof c->ident) != 0) {
         auth_err(errs, "phone", "Enter a valid phone number.");
     }
     if (json_object_size(errs) > 0) {

@@ -10,30 +10,6 @@
 #include <pthread.h>
 #include <string.h>
 
-bool auth_password_rules(const char *pw, json_t *errs, const char *field)
-{
-    bool up = false, low = false, dig = false, spec = false;
-    size_t n = strlen(pw);
-    for (const char *p = pw; *p; p++) {
-        unsigned char ch = (unsigned char)*p;
-        up |= isupper(ch) != 0;
-        low |= islower(ch) != 0;
-        dig |= isdigit(ch) != 0;
-        spec |= strchr("@$!%*?&#", ch) != NULL && ch != 0;
-    }
-    size_t before = json_array_size(json_object_get(errs, field));
-    if (n < 8)
-        auth_err(errs, field, "Password must be at least 8 characters long.");
-    if (!up)
-        auth_err(errs, field, "Password must contain at least one uppercase letter.");
-    if (!low)
-        auth_err(errs, field, "Password must contain at least one lowercase letter.");
-    if (!dig)
-        auth_err(errs, field, "Password must contain at least one digit.");
-    if (!spec)
-        auth_err(errs, field, "Password must contain at least one special character (@$!%*?&#).");
-    return json_array_size(json_object_get(errs, field)) == before;
-}
 
 int auth_pw_hash(const char *pw, char out[crypto_pwhash_STRBYTES])
 {

@@ -71,11 +71,11 @@ static void register_email_step(rx_req *req)
     json_t *errs = json_object();
     const char *email;
     required(errs, c, "email", &email, 254);
-    if (email != NULL && auth_norm_email(email, c->ident, sizeof c->ident) != 0)
+    if (email != NULL && ident_norm_email(email, c->ident, sizeof c->ident) != 0)
         auth_err(errs, "email", "Enter a valid email address.");
     required(errs, c, "password", &c->password, 128);
     if (c->password != NULL)
-        auth_password_rules(c->password, errs, "password");
+        ident_password_rules(c->password, errs, "password");
     if (json_object_size(errs) > 0) {
         rx_reply_invalid(req, errs);
         return;
@@ -225,13 +225,13 @@ static void complete_step(rx_req *req)
     }
     required(errs, c, "password", &c->password, 128);
     if (c->password != NULL)
-        auth_password_rules(c->password, errs, "password");
+        ident_password_rules(c->password, errs, "password");
     c->address = auth_str(c, "address", errs, 500);
     const char *phone = auth_str(c, "phone", errs, 255), *email = auth_str(c, "email", errs, 255);
     char *pn = rx_req_alloc(req, 256), *en = rx_req_alloc(req, 256);
-    if (phone != NULL && *phone && auth_norm_phone(phone, pn, 256) != 0)
+    if (phone != NULL && *phone && ident_norm_phone(phone, pn, 256) != 0)
         auth_err(errs, "phone", "Enter a valid phone number.");
-    if (email != NULL && *email && auth_norm_email(email, en, 256) != 0)
+    if (email != NULL && *email && ident_norm_email(email, en, 256) != 0)
         auth_err(errs, "email", "Enter a valid email address.");
     c->extra = pn;
     c->dob = en; /* the e-mail candidate; this handler has no date of birth */

@@ -206,7 +206,7 @@ static void confirm_step(rx_req *req)
         c->regtoken = "-"; /* blank or absurd: simply not a valid token */
     c->new_password = alias(c, errs, "new_password", "password", 128);
     if (c->new_password != NULL)
-        auth_password_rules(c->new_password, errs, "new_password");
+        ident_password_rules(c->new_password, errs, "new_password");
     if (json_object_size(errs) > 0) {
         rx_reply_invalid(req, errs);
         return;
@@ -297,7 +297,7 @@ void auth_password_change(rx_req *req)
     if (c->new_password == NULL && json_object_get(errs, "new_password") == NULL)
         auth_err(errs, "new_password", "This field is required.");
     else if (c->new_password != NULL)
-        auth_password_rules(c->new_password, errs, "new_password");
+        ident_password_rules(c->new_password, errs, "new_password");
     if (json_object_size(errs) > 0) {
         rx_reply_invalid(req, errs);
         return;

@@ -32,70 +32,7 @@ void auth_uuid(char out[37])
              b[14], b[15]);
 }
 
-/* Bangladesh spellings (01712345678, 8801712345678, +8801712345678) and any
- * E.164 number become "+<digits>", so every spelling finds the same user. */
-int auth_norm_phone(const char *in, char *out, size_t outlen)
-{
-    char d[32];
-    size_t n = 0;
-    bool plus = false;
-    for (const char *p = in; *p; p++) {
-        if (*p == ' ' || *p == '-' || *p == '(' || *p == ')')
-            continue;
-        if (*p == '+' && n == 0 && !plus) {
-            plus = true;
-            continue;
-        }
-        if (!isdigit((unsigned char)*p) || n + 1 >= sizeof d)
-            return -1;
-        d[n++] = *p;
-    }
-    d[n] = '\0';
-    if (n < 10)
-        return -1;
-    if (plus) {
-        if (n > 15 || d[0] == '0')
-            return -1;
-        snprintf(out, outlen, "+%s", d);
-    } else if (n == 13 && strncmp(d, "880", 3) == 0) {
-        snprintf(out, outlen, "+%s", d);
-    } else if (n == 11 && d[0] == '0') {
-        snprintf(out, outlen, "+88%s", d);
-    } else if (n == 10 && d[0] == '1') {
-        snprintf(out, outlen, "+880%s", d);
-    } else {
-        return -1;
-    }
-    if (strncmp(out, "+880", 4) == 0 && (strlen(out) != 14 || out[4] != '1'))
-        return -1;
-    return 0;
-}
 
-/* Django's EmailValidator, roughly: local@domain.tld, no spaces; the domain
- * is lower-cased as Django's normalize_email does. */
-int auth_norm_email(const char *in, char *out, size_t outlen)
-{
-    size_t n = strlen(in);
-    if (n == 0 || n > 254 || n + 1 > outlen)
-        return -1;
-    const char *at = strrchr(in, '@');
-    if (at == NULL || at == in || strchr(in, '@') != at)
-        return -1;
-    const char *dom = at + 1;
-    const char *dot = strrchr(dom, '.');
-    if (*dom == '\0' || dot == NULL || dot == dom || dot[1] == '\0' || dom[0] == '-')
-        return -1;
-    for (const char *p = in; *p; p++)
-        if (isspace((unsigned char)*p) || (unsigned char)*p < 0x21 || *p == ',' || *p == ';' ||
-            *p == '<' || *p == '>' || *p == '"')
-            return -1;
-    if (strstr(dom, "..") != NULL)
-        return -1;
-    memcpy(out, in, n + 1);
-    for (char *p = out + (dom - in); *p; p++)
-        *p = (char)tolower((unsigned char)*p);
-    return 0;
-}
 
 void auth_mask(int kind, const char *s, char *out, size_t outlen)
 {
@@ -208,13 +145,13 @@ int auth_identifier(auth_ctx *c, json_t *errs, bool required)
     }
     if (phone != NULL) {
         c->kind = AUTH_PHONE;
-        if (auth_norm_phone(phone, c->ident, sizeof c->ident) != 0) {
+        if (ident_norm_phone(phone, c->ident, sizeof c->ident) != 0) {
             auth_err(errs, "phone", "Enter a valid phone number.");
             return -1;
         }
     } else {
         c->kind = AUTH_EMAIL;
-        if (auth_norm_email(email, c->ident, sizeof c->ident) != 0) {
+        if (ident_norm_email(email, c->ident, sizeof c->ident) != 0) {
             auth_err(errs, "email", "Enter a valid email address.");
             return -1;
         }

@@ -93,7 +93,7 @@ static int cmd_set_role(rx_module *m, int argc, char **argv)
     if (email == NULL || role == NULL)
         return usage();
     char ne[256];
-    if (rbac_norm_email(email, ne, sizeof ne) != 0) {
+    if (ident_norm_email(email, ne, sizeof ne) != 0) {
         fprintf(stderr, "users set-role: '%s' is not a valid email address\n", email);
         return 1;
     }

@@ -7,6 +7,8 @@
 #define RBAC_H
 
 #include <rx.h>
+
+#include "identity.h"
 #include <sodium.h>
 #include <stdbool.h>
 #include <stdint.h>
@@ -41,9 +43,6 @@ int rbac_cli_users(rx_module *m, int argc, char **argv);
 /* util.c */
 json_t *rbac_user_json(rx_req *req, const rx_rows *rows, int row);
 void rbac_err(json_t *errs, const char *field, const char *msg);
-int rbac_norm_phone(const char *in, char *out, size_t outlen);
-int rbac_norm_email(const char *in, char *out, size_t outlen);
-bool rbac_password_rules(const char *pw, json_t *errs, const char *field);
 const char *rbac_ip(rx_req *req);
 const char *rbac_ua(rx_req *req);
 bool rbac_iso_time(const char *in, char *out, size_t outlen);

@@ -300,7 +300,7 @@ static int read_body(rx_req *req, uctx *c, bool create)
         char ne[256];
         if (*email == '\0')
             c->email = "";
-        else if (rbac_norm_email(email, ne, sizeof ne) != 0)
+        else if (ident_norm_email(email, ne, sizeof ne) != 0)
             rbac_err(errs, "email", "Enter a valid email address.");
         else
             c->email = rx_req_strdup(req, ne);
@@ -310,13 +310,13 @@ static int read_body(rx_req *req, uctx *c, bool create)
         char np[32];
         if (*phone == '\0')
             c->phone = "";
-        else if (rbac_norm_phone(phone, np, sizeof np) != 0)
+        else if (ident_norm_phone(phone, np, sizeof np) != 0)
             rbac_err(errs, "phone", "Enter a valid phone number.");
         else
             c->phone = rx_req_strdup(req, np);
     }
     const char *pw = str_field(b, "password", errs, 255);
-    if (pw != NULL && *pw != '\0' && rbac_password_rules(pw, errs, "password"))
+    if (pw != NULL && *pw != '\0' && ident_password_rules(pw, errs, "password"))
         c->password = pw;
     const char *role = str_field(b, "role", errs, 255);
     if (role != NULL) {

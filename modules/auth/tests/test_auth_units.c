@@ -26,7 +26,7 @@ static void phones(void **state)
     const char *same[] = {"01712345678", "8801712345678", "+8801712345678", "+880 1712-345678",
                           "1712345678"};
     for (size_t i = 0; i < sizeof same / sizeof *same; i++) {
-        assert_int_equal(auth_norm_phone(same[i], out, sizeof out), 0);
+        assert_int_equal(ident_norm_phone(same[i], out, sizeof out), 0);
         assert_string_equal(out, "+8801712345678");
     }
     const char *bad[] = {"12345",           "",
@@ -34,8 +34,8 @@ static void phones(void **state)
                          "0171234567",      "+88017123456789",
                          "++8801712345678", "+8800712345678"};
     for (size_t i = 0; i < sizeof bad / sizeof *bad; i++)
-        assert_int_not_equal(auth_norm_phone(bad[i], out, sizeof out), 0);
-    assert_int_equal(auth_norm_phone("+14155550123", out, sizeof out), 0);
+        assert_int_not_equal(ident_norm_phone(bad[i], out, sizeof out), 0);
+    assert_int_equal(ident_norm_phone("+14155550123", out, sizeof out), 0);
     assert_string_equal(out, "+14155550123");
 }
 
@@ -43,13 +43,13 @@ static void emails(void **state)
 {
     (void)state;
     char out[256];
-    assert_int_equal(auth_norm_email("Rahim@Example.COM", out, sizeof out), 0);
+    assert_int_equal(ident_norm_email("Rahim@Example.COM", out, sizeof out), 0);
     assert_string_equal(out, "Rahim@example.com");
     const char *bad[] = {"",      "plain",           "@example.com",   "a@",
                          "a@b",   "a b@example.com", "a@@example.com", "a@example..com",
                          "a@.com"};
     for (size_t i = 0; i < sizeof bad / sizeof *bad; i++)
-        assert_int_not_equal(auth_norm_email(bad[i], out, sizeof out), 0);
+        assert_int_not_equal(ident_norm_email(bad[i], out, sizeof out), 0);
 }
 
 static void masking(void **state)
@@ -69,12 +69,12 @@ static void password_rules(void **state)
     const char *bad[] = {"Aa1!aaa", "aaaaaaa1!", "AAAAAAA1!", "Aaaaaaaa!", "Aaaaaaaa1", ""};
     for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
         json_t *e = json_object();
-        assert_false(auth_password_rules(bad[i], e, "password"));
+        assert_false(ident_password_rules(bad[i], e, "password"));
         assert_true(json_array_size(json_object_get(e, "password")) > 0);
         json_decref(e);
     }
     json_t *e = json_object();
-    assert_true(auth_password_rules("Str0ng@pass", e, "password"));
+    assert_true(ident_password_rules("Str0ng@pass", e, "password"));
     assert_int_equal(json_object_size(e), 0);
     json_decref(e);
 }

@@ -64,24 +64,24 @@ static void identifiers(void **state)
 {
     (void)state;
     char out[256];
-    assert_int_equal(rbac_norm_phone("01712345678", out, sizeof out), 0);
+    assert_int_equal(ident_norm_phone("01712345678", out, sizeof out), 0);
     assert_string_equal(out, "+8801712345678");
-    assert_int_equal(rbac_norm_phone("8801712345678", out, sizeof out), 0);
+    assert_int_equal(ident_norm_phone("8801712345678", out, sizeof out), 0);
     assert_string_equal(out, "+8801712345678");
-    assert_int_not_equal(rbac_norm_phone("12345", out, sizeof out), 0);
-    assert_int_equal(rbac_norm_email("Ann@Example.COM", out, sizeof out), 0);
+    assert_int_not_equal(ident_norm_phone("12345", out, sizeof out), 0);
+    assert_int_equal(ident_norm_email("Ann@Example.COM", out, sizeof out), 0);
     assert_string_equal(out, "Ann@example.com");
-    assert_int_not_equal(rbac_norm_email("no-at-sign", out, sizeof out), 0);
-    assert_int_not_equal(rbac_norm_email("a@b", out, sizeof out), 0);
+    assert_int_not_equal(ident_norm_email("no-at-sign", out, sizeof out), 0);
+    assert_int_not_equal(ident_norm_email("a@b", out, sizeof out), 0);
 }
 
 static void password_rules(void **state)
 {
     (void)state;
     json_t *errs = json_object();
-    assert_true(rbac_password_rules("Passw0rd!", errs, "password"));
+    assert_true(ident_password_rules("Passw0rd!", errs, "password"));
     assert_int_equal(json_object_size(errs), 0);
-    assert_false(rbac_password_rules("weak", errs, "password"));
+    assert_false(ident_password_rules("weak", errs, "password"));
     assert_int_equal(json_array_size(json_object_get(errs, "password")), 4);
     json_decref(errs);
 }
