@@ -95,7 +95,6 @@ bool auth_redis_failed(rx_req *req, int err, const rx_redis_reply *r);
 #define AUTH_USER_COLS                                                                             \
     "u.id, u.username, u.email, u.phone, u.profile_picture, u.address, u.role, u.status,"          \
     " u.email_verified, u.phone_verified, u.created_at, u.gender, u.date_of_birth, u.pharmacy_id"
-json_t *auth_user_json(rx_req *req, const rx_rows *rows, int row);
 void auth_reply_unique(rx_req *req, const rx_rows *rows);
 
 /* passwords.c */

@@ -28,7 +28,7 @@ static void reply_user(rx_req *req, rx_rows *rows)
     auth_ctx *c = auth_ctx_get(req);
     if (c->picture_name[0] && old != NULL && strcmp(old, c->picture_name) != 0)
         auth_picture_remove(old);
-    rx_reply_json(req, 200, auth_user_json(req, rows, 0));
+    rx_reply_json(req, 200, ident_user_json(req, rows, 0));
 }
 
 void auth_me_get(rx_req *req)
@@ -164,7 +164,7 @@ static void pending_checked(rx_req *req, rx_rows *rows)
                                                      : "user with this email already exists.");
         return;
     }
-    c->pending = auth_user_json(req, rows, 0);
+    c->pending = ident_user_json(req, rows, 0);
     c->user_id = rx_req_principal(req)->user_id;
     char key[300];
     snprintf(key, sizeof key, "auth:otp_send:%s", c->ident);

@@ -49,7 +49,7 @@ json_t *auth_tokens_body(rx_req *req, auth_ctx *c, const rx_rows *rows, int row)
         return NULL;
     }
     json_t *body = json_pack("{s:s, s:s, s:o}", "access", at, "refresh", rt, "user",
-                             auth_user_json(req, rows, row));
+                             ident_user_json(req, rows, row));
     free(at);
     free(rt);
     return body;

@@ -1,11 +1,12 @@
 /*
- * identity.c — see identity.h: identifier normalisation and password rules
- * shared by the auth and rbac modules.
+ * identity.c — see identity.h: identifier normalisation, password rules and
+ * the user object, shared by the auth and rbac modules.
  */
 #include "identity.h"
 
 #include <ctype.h>
 #include <stdio.h>
+#include <stdint.h>
 #include <string.h>
 
 static void ident_err(json_t *errs, const char *field, const char *msg)
@@ -106,4 +107,84 @@ bool ident_password_rules(const char *pw, json_t *errs, const char *field)
     if (!spec)
         ident_err(errs, field, "Password must contain at least one special character (@$!%*?&#).");
     return json_array_size(json_object_get(errs, field)) == before;
+}
+
+static const char *display(const char *v, const char *const *map)
+{
+    for (int i = 0; v != NULL && map[i] != NULL; i += 2)
+        if (strcmp(map[i], v) == 0)
+            return map[i + 1];
+    return v;
+}
+
+static const char *const role_names[] = {"SUPER_ADMIN",     "Super Admin",     "PHARMACY_ADMIN",
+                                         "Pharmacy Admin",  "DOCTOR",          "Doctor",
+                                         "REGISTERED_USER", "Registered User", NULL};
+static const char *const status_names[] = {"ACTIVE",
+                                           "Active",
+                                           "INACTIVE",
+                                           "Inactive",
+                                           "LOCKED",
+                                           "Locked",
+                                           "PENDING_VERIFICATION",
+                                           "Pending Verification",
+                                           NULL};
+static const char *const gender_names[] = {"MALE",  "Male",  "FEMALE", "Female",
+                                           "OTHER", "Other", NULL};
+
+static const char *col(const rx_rows *r, int row, const char *name)
+{
+    int c = rx_rows_column(r, name);
+    return c < 0 ? NULL : rx_rows_text(r, row, c);
+}
+
+/* The absolute URL clients load the picture from: rxd serves /media/. */
+static json_t *picture_url(rx_req *req, const char *name)
+{
+    if (name == NULL || *name == '\0')
+        return json_null();
+    const char *host = req ? rx_req_header(req, "host") : NULL;
+    if (host == NULL || strpbrk(host, "/\\ @") != NULL)
+        host = "localhost";
+    const char *proto = req ? rx_req_header(req, "x-forwarded-proto") : NULL;
+    return json_sprintf("%s://%s/media/profile_pictures/%s",
+                        proto && strcmp(proto, "https") == 0 ? "https" : "http", host, name);
+}
+
+/* The user object (API.md "User object"), exactly its fields: clients
+ * compare the set. The row comes from a SELECT of the users table's columns. */
+json_t *ident_user_json(rx_req *req, const rx_rows *r, int row)
+{
+    const char *role = col(r, row, "role");
+    const char *status = col(r, row, "status");
+    const char *gender = col(r, row, "gender");
+    const char *dob = col(r, row, "date_of_birth");
+    int64_t id = 0, ph = 0;
+    bool ev = false, pv = false;
+    rx_rows_int(r, row, rx_rows_column(r, "id"), &id);
+    bool has_ph = rx_rows_int(r, row, rx_rows_column(r, "pharmacy_id"), &ph) == 0;
+    rx_rows_bool(r, row, rx_rows_column(r, "email_verified"), &ev);
+    rx_rows_bool(r, row, rx_rows_column(r, "phone_verified"), &pv);
+    bool g = gender != NULL && *gender != '\0';
+    json_t *u = json_object();
+    json_object_set_new(u, "id", json_integer(id));
+    json_object_set_new(u, "username", json_string(col(r, row, "username")));
+    json_object_set_new(u, "email", json_string(col(r, row, "email")));
+    json_object_set_new(u, "phone", json_string(col(r, row, "phone")));
+    json_object_set_new(u, "profile_picture", picture_url(req, col(r, row, "profile_picture")));
+    json_object_set_new(u, "address", json_string(col(r, row, "address")));
+    json_object_set_new(u, "role", json_string(role));
+    json_object_set_new(u, "role_display", json_string(display(role, role_names)));
+    json_object_set_new(u, "status", json_string(status));
+    json_object_set_new(u, "status_display", json_string(display(status, status_names)));
+    json_object_set_new(u, "email_verified", json_boolean(ev));
+    json_object_set_new(u, "phone_verified", json_boolean(pv));
+    json_object_set_new(u, "created_at", rx_rows_value(r, row, rx_rows_column(r, "created_at")));
+    json_object_set_new(u, "gender", g ? json_string(gender) : json_null());
+    json_object_set_new(u, "gender_display",
+                        g ? json_string(display(gender, gender_names)) : json_null());
+    json_object_set_new(u, "date_of_birth", dob ? json_string(dob) : json_null());
+    json_object_set_new(u, "is_active", json_boolean(status && strcmp(status, "ACTIVE") == 0));
+    json_object_set_new(u, "pharmacy", has_ph && ph > 0 ? json_integer(ph) : json_null());
+    return u;
 }

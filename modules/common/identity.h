@@ -21,4 +21,11 @@ int ident_norm_email(const char *in, char *out, size_t outlen);
  * errs[field] and returns true when none was broken. */
 bool ident_password_rules(const char *pw, json_t *errs, const char *field);
 
+/* The user object of API.md ("User object") from row `row` of a SELECT of the
+ * users table (columns by name: id, username, email, phone, profile_picture,
+ * address, role, status, email_verified, phone_verified, created_at, gender,
+ * date_of_birth, pharmacy_id). `req` (may be NULL) gives the host for the
+ * picture's absolute URL. New reference. */
+json_t *ident_user_json(rx_req *req, const rx_rows *r, int row);
+
 #endif

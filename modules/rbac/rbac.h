@@ -41,7 +41,6 @@ int rbac_audit_routes(rx_module *m);
 int rbac_cli_users(rx_module *m, int argc, char **argv);
 
 /* util.c */
-json_t *rbac_user_json(rx_req *req, const rx_rows *rows, int row);
 void rbac_err(json_t *errs, const char *field, const char *msg);
 const char *rbac_ip(rx_req *req);
 const char *rbac_ua(rx_req *req);

@@ -441,7 +441,7 @@ static void listed(rx_req *req, rx_rows *rows)
     json_t *items = json_array();
     int64_t total = 0;
     for (int i = 0; i < rx_rows_count(rows); i++)
-        json_array_append_new(items, rbac_user_json(req, rows, i));
+        json_array_append_new(items, ident_user_json(req, rows, i));
     if (rx_rows_count(rows) > 0)
         rx_rows_int(rows, 0, rx_rows_column(rows, "total"), &total);
     rx_reply_page(req, items, total);
@@ -503,7 +503,7 @@ static void created(rx_req *req, rx_rows *rows)
         reply_write_error(req, rows);
         return;
     }
-    rx_reply_json(req, 201, rbac_user_json(req, rows, 0));
+    rx_reply_json(req, 201, ident_user_json(req, rows, 0));
 }
 
 static void create_write(rx_req *req)
@@ -555,7 +555,7 @@ static void got(rx_req *req, rx_rows *rows)
         reply_not_found(req);
         return;
     }
-    rx_reply_json(req, 200, rbac_user_json(req, rows, 0));
+    rx_reply_json(req, 200, ident_user_json(req, rows, 0));
 }
 
 static void users_get(rx_req *req)
@@ -596,7 +596,7 @@ static void updated(rx_req *req, rx_rows *rows)
         return;
     }
     bool off = bool_flag(rows, "went_off"), on = bool_flag(rows, "went_on");
-    finish(req, 200, rbac_user_json(req, rows, 0), off || on, off);
+    finish(req, 200, ident_user_json(req, rows, 0), off || on, off);
 }
 
 static void update_write(rx_req *req)
@@ -674,7 +674,7 @@ static void restored(rx_req *req, rx_rows *rows)
         return;
     }
     /* Restoring a user who was not deleted changes nothing (idempotent). */
-    finish(req, 200, rbac_user_json(req, rows, 0), bool_flag(rows, "restored"), false);
+    finish(req, 200, ident_user_json(req, rows, 0), bool_flag(rows, "restored"), false);
 }
 
 static void users_restore(rx_req *req)
