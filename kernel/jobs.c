@@ -86,17 +86,6 @@ static const char *mod_name(const kn_module *m)
     return m ? m->desc->name : "kernel";
 }
 
-static void reg_fail(const char *fmt, ...) RX_PRINTF(1, 2);
-static void reg_fail(const char *fmt, ...)
-{
-    /* Like registry.c: keep the first error, later ones are often consequences. */
-    if (kn_reg.error[0] != '\0')
-        return;
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(kn_reg.error, sizeof(kn_reg.error), fmt, ap);
-    va_end(ap);
-}
 
 /* Task names go into a text[] literal and log lines: a plain alphabet keeps
  * both safe without quoting rules ("notify.send", "orders:sync-1"). */
@@ -128,7 +117,7 @@ static int task_add(const kn_task *t)
 {
     const kn_task *dup = task_find(t->name);
     if (dup != NULL) {
-        reg_fail("task '%s' is registered twice: by module '%s' and by module '%s'", t->name,
+        kn_reg_error("task '%s' is registered twice: by module '%s' and by module '%s'", t->name,
                  mod_name(dup->module), mod_name(t->module));
         return RX_EEXIST;
     }
@@ -159,7 +148,7 @@ int rx_task(rx_module *m, const char *name, rx_task_fn fn, const rx_task_opts *o
     if (!kn_reg.open)
         return RX_ESTATE;
     if (!valid_task_name(name) || fn == NULL) {
-        reg_fail("module '%s': task '%s': %s", mod_name(km), name ? name : "(null)",
+        kn_reg_error("module '%s': task '%s': %s", mod_name(km), name ? name : "(null)",
                  fn == NULL ? "no task function"
                             : "invalid name (1..128 characters of [A-Za-z0-9_.:-])");
         return RX_EINVAL;
@@ -167,7 +156,7 @@ int rx_task(rx_module *m, const char *name, rx_task_fn fn, const rx_task_opts *o
     rx_task_opts o = opts ? *opts : (rx_task_opts){0};
     if (o.max_attempts < 0 || o.max_attempts > 1000 || o.timeout_s < 0 || o.timeout_s > 86400 ||
         o.backoff_ms < 0 || o.backoff_ms > 86400000) {
-        reg_fail("module '%s': task '%s': options out of range (max_attempts 1..1000, "
+        kn_reg_error("module '%s': task '%s': options out of range (max_attempts 1..1000, "
                  "timeout_s 1..86400, backoff_ms 1..86400000; 0 = default)",
                  mod_name(km), name);
         return RX_EINVAL;
@@ -339,7 +328,7 @@ int rx_every(rx_module *m, const char *name, const char *schedule, rx_task_fn fn
     if (!kn_reg.open)
         return RX_ESTATE;
     if (!valid_task_name(name) || fn == NULL || schedule == NULL) {
-        reg_fail("module '%s': periodic task '%s': %s", mod_name(km), name ? name : "(null)",
+        kn_reg_error("module '%s': periodic task '%s': %s", mod_name(km), name ? name : "(null)",
                  fn == NULL         ? "no task function"
                  : schedule == NULL ? "no schedule"
                                     : "invalid name (1..128 characters of [A-Za-z0-9_.:-])");
@@ -363,7 +352,7 @@ int rx_every(rx_module *m, const char *name, const char *schedule, rx_task_fn fn
         parse_cron(schedule, &t.cron, why, sizeof(why));
     }
     if (why[0] != '\0') {
-        reg_fail("module '%s': periodic task '%s': invalid schedule '%s': %s (expected \"30s\", "
+        kn_reg_error("module '%s': periodic task '%s': invalid schedule '%s': %s (expected \"30s\", "
                  "\"5m\", \"1h\", \"2d\" or a cron expression \"min hour dom month dow\" in UTC)",
                  mod_name(km), name, schedule, why);
         return RX_EINVAL;

@@ -198,6 +198,9 @@ typedef struct kn_registry {
 
 extern kn_registry kn_reg;
 
+/* Record a registration error for start-up to report (the first one wins:
+ * later ones are often its consequences). */
+void kn_reg_error(const char *fmt, ...) RX_PRINTF(1, 2);
 /* Register a kernel route (module NULL = "kernel"). */
 int kn_route_add(kn_module *m, unsigned methods, const char *path, rx_handler h,
                  const rx_route_opts *opts);

@@ -102,18 +102,6 @@ static bool valid_name(const char *s)
     return true;
 }
 
-/* Like registry.c's reg_error: the first registration error is what start-up
- * reports, later ones are often consequences. */
-static void reg_error(const char *fmt, ...) RX_PRINTF(1, 2);
-static void reg_error(const char *fmt, ...)
-{
-    if (kn_reg.error[0] != '\0')
-        return;
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(kn_reg.error, sizeof(kn_reg.error), fmt, ap);
-    va_end(ap);
-}
 
 int rx_migrations(rx_module *m, const rx_migration *list)
 {
@@ -122,7 +110,7 @@ int rx_migrations(rx_module *m, const rx_migration *list)
     if (!kn_reg.open)
         return RX_ESTATE;
     if (list == NULL) {
-        reg_error("module '%s': rx_migrations: list is NULL", who);
+        kn_reg_error("module '%s': rx_migrations: list is NULL", who);
         return RX_EINVAL;
     }
     if (km == NULL) {
@@ -130,12 +118,12 @@ int rx_migrations(rx_module *m, const rx_migration *list)
          * that same list may be "registered" again, as a no-op. */
         if (list == kernel_migrations)
             return 0;
-        reg_error("kernel migrations come from kernel/migrations/, not rx_migrations()");
+        kn_reg_error("kernel migrations come from kernel/migrations/, not rx_migrations()");
         return RX_EEXIST;
     }
     for (size_t i = 0; i < sets.n; i++)
         if (sets.v[i].module == km) {
-            reg_error("module '%s': rx_migrations called twice", who);
+            kn_reg_error("module '%s': rx_migrations called twice", who);
             return RX_EEXIST;
         }
     int prev = 0;
@@ -143,18 +131,18 @@ int rx_migrations(rx_module *m, const rx_migration *list)
     for (; list[n].version != 0; n++) {
         const rx_migration *x = &list[n];
         if (x->version <= prev) {
-            reg_error("module '%s': migration %d comes after %d: versions must be > 0 and "
+            kn_reg_error("module '%s': migration %d comes after %d: versions must be > 0 and "
                       "strictly increasing",
                       who, x->version, prev);
             return RX_EINVAL;
         }
         if (!valid_name(x->name)) {
-            reg_error("module '%s': migration %d: name must be non-empty [a-z0-9_]", who,
+            kn_reg_error("module '%s': migration %d: name must be non-empty [a-z0-9_]", who,
                       x->version);
             return RX_EINVAL;
         }
         if (x->sql == NULL) {
-            reg_error("module '%s': migration %03d_%s has no SQL", who, x->version, x->name);
+            kn_reg_error("module '%s': migration %03d_%s has no SQL", who, x->version, x->name);
             return RX_EINVAL;
         }
         prev = x->version;

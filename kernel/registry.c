@@ -71,8 +71,7 @@ static const char *modname(const kn_module *m)
     return m ? m->desc->name : "kernel";
 }
 
-static void reg_error(const char *fmt, ...) RX_PRINTF(1, 2);
-static void reg_error(const char *fmt, ...)
+void kn_reg_error(const char *fmt, ...)
 {
     if (kn_reg.error[0] != '\0')
         return; /* keep the first: later ones are often consequences */
@@ -112,16 +111,16 @@ int kn_route_add(kn_module *m, unsigned methods, const char *path, rx_handler h,
     if (opts == NULL)
         opts = &none;
     if (path == NULL || h == NULL || methods == 0 || (methods & ~(unsigned)KN_METHOD_ALL)) {
-        reg_error("module '%s': route %s: invalid arguments", modname(m), path ? path : "(null)");
+        kn_reg_error("module '%s': route %s: invalid arguments", modname(m), path ? path : "(null)");
         return RX_EINVAL;
     }
     if (opts->perm != NULL && opts->public_route) {
-        reg_error("module '%s': route %s declares both a permission and public_route",
+        kn_reg_error("module '%s': route %s declares both a permission and public_route",
                   modname(m), path);
         return RX_EINVAL;
     }
     if (opts->perm == NULL && !opts->public_route) {
-        reg_error("module '%s': route %s declares neither a permission nor public_route "
+        kn_reg_error("module '%s': route %s declares neither a permission nor public_route "
                   "(deny by default: say who may call it)",
                   modname(m), path);
         return RX_EINVAL;
@@ -144,7 +143,7 @@ int kn_route_add(kn_module *m, unsigned methods, const char *path, rx_handler h,
     int rc = kn_router_add(kn_reg.router, r, &conflict);
     if (rc == RX_EEXIST) {
         char a[64], b[64];
-        reg_error("duplicate route: module '%s' registers %s %s, already registered by module "
+        kn_reg_error("duplicate route: module '%s' registers %s %s, already registered by module "
                   "'%s' as %s %s",
                   modname(m), kn_methods_text(methods & conflict->methods, a, sizeof(a)), path,
                   modname(conflict->module), kn_methods_text(conflict->methods, b, sizeof(b)),
@@ -153,7 +152,7 @@ int kn_route_add(kn_module *m, unsigned methods, const char *path, rx_handler h,
         return rc;
     }
     if (rc != 0) {
-        reg_error("module '%s': invalid route pattern '%s'", modname(m), path);
+        kn_reg_error("module '%s': invalid route pattern '%s'", modname(m), path);
         route_free(r);
         return rc;
     }
@@ -179,14 +178,14 @@ int rx_schema(rx_module *m, const char *name, const char *json_schema)
     json_t *j = json_loads(json_schema, 0, &e);
     if (j == NULL || !json_is_object(j)) {
         json_decref(j);
-        reg_error("module '%s': schema '%s' is not a JSON object: %s", modname((kn_module *)m),
+        kn_reg_error("module '%s': schema '%s' is not a JSON object: %s", modname((kn_module *)m),
                   name, e.text);
         return RX_EINVAL;
     }
     json_decref(j);
     for (size_t i = 0; i < kn_reg.schemas.n; i++)
         if (strcmp(kn_reg.schemas.v[i].name, name) == 0) {
-            reg_error("module '%s': schema '%s' already registered by module '%s'",
+            kn_reg_error("module '%s': schema '%s' already registered by module '%s'",
                       modname((kn_module *)m), name, modname(kn_reg.schemas.v[i].module));
             return RX_EEXIST;
         }
@@ -236,13 +235,13 @@ int rx_command(rx_module *m, const char *name, rx_command_fn fn, const char *usa
         return RX_EINVAL;
     for (int i = 0; reserved[i]; i++)
         if (strcmp(reserved[i], name) == 0) {
-            reg_error("module '%s': command '%s' is reserved by the kernel", modname((kn_module *)m),
+            kn_reg_error("module '%s': command '%s' is reserved by the kernel", modname((kn_module *)m),
                       name);
             return RX_EEXIST;
         }
     for (size_t i = 0; i < kn_reg.commands.n; i++)
         if (strcmp(kn_reg.commands.v[i].name, name) == 0) {
-            reg_error("module '%s': command '%s' already registered by module '%s'",
+            kn_reg_error("module '%s': command '%s' already registered by module '%s'",
                       modname((kn_module *)m), name, modname(kn_reg.commands.v[i].module));
             return RX_EEXIST;
         }
