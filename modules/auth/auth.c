@@ -213,6 +213,7 @@ static void stop(rx_module *m)
         auth_cfg.keys[i].bytes = NULL;
     }
     auth_cfg.nkeys = 0;
+    auth_jwt_cache_stop();
 }
 
 RX_MODULE("auth", "1.0.0", .requires = RX_REQUIRES("notify"), .init = init, .stop = stop,

@@ -110,6 +110,11 @@ typedef struct auth_claims {
 int auth_jwt_init(rx_module *m);
 char *auth_jwt_sign(const auth_claims *c); /* caller frees */
 int auth_jwt_verify(const char *tok, const char *typ, auth_claims *out);
+/* auth_jwt_verify through this worker's cache of tokens it verified before
+ * (jwt.c explains why that is safe); for tokens presented again and again. */
+int auth_jwt_verify_cached(const char *tok, const char *typ, auth_claims *out);
+int auth_jwt_cache_start(void); /* at init, before workers start */
+void auth_jwt_cache_stop(void); /* at stop, after workers exited */
 
 /* tokens.c */
 void auth_session_new(auth_ctx *c, const char *family);

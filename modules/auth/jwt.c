@@ -3,11 +3,13 @@
  * NULL key and trusts the token's "alg". So: the header is read first to pick
  * the key by "kid" and to refuse anything but HS256, a key is always given,
  * the algorithm is checked again after decoding, and every claim (exp, nbf,
- * iat, iss, aud, jti, typ) is checked here.
+ * iat, iss, aud, jti, typ) is checked here. The bearer hook goes through a
+ * per-worker cache of tokens already verified (auth_jwt_verify_cached, below).
  */
 #include "auth.h"
 
 #include <jwt.h>
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -35,6 +37,10 @@ int auth_jwt_init(rx_module *m)
         return -1;
     }
     add_key(secret);
+    if (auth_jwt_cache_start() != 0) {
+        rx_module_fail(m, "auth: cannot create the verified-token cache key");
+        return -1;
+    }
     /* Comma-separated older secrets still verify tokens they signed. */
     const char *prev = rx_config_str(NULL, "jwt.previous_secrets", "");
     char *copy = strdup(prev), *save = NULL;
@@ -112,7 +118,8 @@ static bool copy_grant(jwt_t *j, const char *name, char *out, size_t outlen)
     return true;
 }
 
-int auth_jwt_verify(const char *tok, const char *typ, auth_claims *out)
+/* The full check; *nbf_out gets the token's nbf, which the cache re-checks. */
+static int verify(const char *tok, const char *typ, auth_claims *out, int64_t *nbf_out)
 {
     memset(out, 0, sizeof *out);
     if (tok == NULL || strlen(tok) > 4096)
@@ -148,8 +155,149 @@ int auth_jwt_verify(const char *tok, const char *typ, auth_claims *out)
     out->user_id = uid;
     out->iat = iat;
     out->exp = exp;
+    *nbf_out = nbf;
     rc = 0;
 out:
     jwt_free(j);
     return rc;
+}
+
+int auth_jwt_verify(const char *tok, const char *typ, auth_claims *out)
+{
+    int64_t nbf;
+    return verify(tok, typ, out, &nbf);
+}
+
+/* ---- per-worker cache of verified tokens ----
+ *
+ * A client sends the same access token with every request for its whole
+ * lifetime, and checking it (libjwt's two JSON parses, the HMAC, the header
+ * read for the kid) was over half of the work of a simple authenticated GET.
+ * So each worker thread remembers the claims of tokens it has verified, keyed
+ * by the whole token string: a hit skips only the signature check and the
+ * claim parsing. What follows verification in the hook (the Redis denylist
+ * and user_off look-up, the user's status and tokens_valid_after) still runs
+ * on every request, so revocation is as quick as before.
+ *
+ * Why the cache cannot outlive a check:
+ * - An entry is made only after verify() accepted the token, and a hit needs
+ *   the identical string (length and every byte), so a token differing in one
+ *   byte, signature included, is a miss and gets the full check.
+ * - The time claims are checked again on every hit: exp > now, and nbf and
+ *   iat not more than 30 s ahead (the clock may have been set back).
+ * - The keys, issuer and audience come from the configuration, which is fixed
+ *   for the life of the process: an entry made with a key that is no longer
+ *   configured cannot exist (rotation means a restart, which starts empty).
+ * - The type is stored and compared, so a refresh token never passes as an
+ *   access token.
+ * The slot is picked by SipHash under a random per-process key and the bytes
+ * are compared in constant time, so a client can neither aim its tokens at a
+ * chosen slot nor learn a cached token by timing the comparison.
+ *
+ * Bounded: VCACHE_SLOTS slots per worker, direct-mapped, a newcomer replaces
+ * whatever held its slot (at most ~2 MiB per worker when full). Thread-local
+ * (workers are threads: no locks); the pthread key's destructor frees a
+ * worker's entries when it exits. */
+#define VCACHE_SLOTS 4096
+
+typedef struct vcache_entry {
+    auth_claims claims;
+    int64_t nbf;
+    size_t len;
+    char tok[]; /* NUL-terminated */
+} vcache_entry;
+
+typedef struct vcache {
+    vcache_entry *slot[VCACHE_SLOTS];
+} vcache;
+
+static pthread_key_t vcache_key;
+static bool vcache_live;
+static unsigned char vcache_hkey[crypto_shorthash_KEYBYTES];
+
+static void vcache_free(void *p)
+{
+    vcache *c = p;
+    if (c == NULL)
+        return;
+    for (size_t i = 0; i < VCACHE_SLOTS; i++)
+        free(c->slot[i]);
+    free(c);
+}
+
+int auth_jwt_cache_start(void)
+{
+    if (vcache_live)
+        return 0;
+    if (pthread_key_create(&vcache_key, vcache_free) != 0)
+        return -1;
+    randombytes_buf(vcache_hkey, sizeof vcache_hkey);
+    vcache_live = true;
+    return 0;
+}
+
+void auth_jwt_cache_stop(void)
+{
+    if (!vcache_live)
+        return;
+    /* Workers have exited and their destructors ran; the calling thread's
+     * destructor would never run after the key is deleted (nor may it run
+     * into an unloaded module), so free its cache here. */
+    vcache_free(pthread_getspecific(vcache_key));
+    pthread_setspecific(vcache_key, NULL);
+    pthread_key_delete(vcache_key);
+    vcache_live = false;
+}
+
+static vcache *vcache_get(void)
+{
+    if (!vcache_live)
+        return NULL;
+    vcache *c = pthread_getspecific(vcache_key);
+    if (c == NULL) {
+        c = calloc(1, sizeof *c);
+        if (c != NULL && pthread_setspecific(vcache_key, c) != 0) {
+            free(c);
+            c = NULL;
+        }
+    }
+    return c;
+}
+
+int auth_jwt_verify_cached(const char *tok, const char *typ, auth_claims *out)
+{
+    if (tok == NULL)
+        return auth_jwt_verify(tok, typ, out);
+    size_t len = strlen(tok);
+    vcache *c = len <= 4096 ? vcache_get() : NULL;
+    if (c == NULL)
+        return auth_jwt_verify(tok, typ, out);
+    unsigned char h[crypto_shorthash_BYTES];
+    crypto_shorthash(h, (const unsigned char *)tok, len, vcache_hkey);
+    uint32_t idx = ((uint32_t)h[0] | (uint32_t)h[1] << 8) & (VCACHE_SLOTS - 1);
+    vcache_entry *e = c->slot[idx];
+    if (e != NULL && e->len == len && sodium_memcmp(e->tok, tok, len) == 0) {
+        int64_t now = (int64_t)time(NULL);
+        if (e->claims.exp > now && e->nbf <= now + 30 && e->claims.iat <= now + 30 &&
+            strcmp(e->claims.typ, typ) == 0) {
+            *out = e->claims;
+            return 0;
+        }
+        /* Expired (or the clock went back): drop it and decide afresh. */
+        free(e);
+        c->slot[idx] = NULL;
+    }
+    int64_t nbf = 0;
+    if (verify(tok, typ, out, &nbf) != 0)
+        return -1;
+    vcache_entry *n = malloc(sizeof *n + len + 1);
+    if (n == NULL)
+        return 0; /* verified; only not remembered */
+    n->claims = *out;
+    n->nbf = nbf;
+    n->len = len;
+    memcpy(n->tok, tok, len + 1);
+    free(c->slot[idx]);
+    c->slot[idx] = n;
+    return 0;
 }

@@ -180,8 +180,11 @@ int auth_authenticate(rx_req *req, void *data)
     while (tok != NULL && *tok == ' ')
         tok++;
     auth_claims *cl = rx_req_alloc(req, sizeof *cl);
+    /* Cached: a token seen before by this worker skips the signature check and
+     * claim parsing (jwt.c says why that is safe); the denylist, user_off and
+     * status checks below run on every request all the same. */
     if (tok == NULL || *tok == '\0' || strpbrk(tok, " ,\t") != NULL || cl == NULL ||
-        auth_jwt_verify(tok, "access", cl) != 0) {
+        auth_jwt_verify_cached(tok, "access", cl) != 0) {
         rx_auth_fail(req, 401, "token_not_valid", "Given token not valid for any token type");
         return RX_DENIED;
     }

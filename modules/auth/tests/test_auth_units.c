@@ -2,13 +2,17 @@
  * test_auth_units.c — unit tests of the auth module's pure parts: phone and
  * e-mail normalisation, masking, the password rules, Argon2id round trip, and
  * the JWT wrapper's refusals (tampering, alg "none", unknown kid, expiry,
- * wrong issuer/audience/type) that libjwt 1.10 alone would let through.
+ * wrong issuer/audience/type) that libjwt 1.10 alone would let through, and
+ * that the per-worker cache of verified tokens refuses all the same.
  */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
 
 #include <cmocka.h>
+
+#include <pthread.h>
+#include <unistd.h>
 
 #include "../auth.h"
 
@@ -199,6 +203,84 @@ static void key_rotation(void **state)
     free(t);
 }
 
+static void *verify_in_thread(void *arg)
+{
+    auth_claims out;
+    return (void *)(intptr_t)auth_jwt_verify_cached(arg, "access", &out);
+}
+
+static void jwt_cache(void **state)
+{
+    (void)state;
+    auth_claims c = claims("access"), out;
+    char *t = auth_jwt_sign(&c);
+    assert_non_null(t);
+    /* a miss verifies and remembers, a hit gives the same claims */
+    for (int i = 0; i < 3; i++) {
+        memset(&out, 0x5a, sizeof out);
+        assert_int_equal(auth_jwt_verify_cached(t, "access", &out), 0);
+        assert_int_equal(out.user_id, 7);
+        assert_int_equal(out.pharmacy_id, 3);
+        assert_int_equal(out.iat, c.iat);
+        assert_int_equal(out.exp, c.exp);
+        assert_string_equal(out.role, "REGISTERED_USER");
+        assert_string_equal(out.jti, c.jti);
+        assert_string_equal(out.typ, "access");
+    }
+    /* cached, yet the type is still pinned */
+    assert_int_not_equal(auth_jwt_verify_cached(t, "refresh", &out), 0);
+    assert_int_equal(auth_jwt_verify_cached(t, "access", &out), 0);
+    /* one signature byte changed, one byte more, one byte less: full check, refused */
+    size_t n = strlen(t);
+    char *bad = strdup(t);
+    bad[n - 2] = bad[n - 2] == 'A' ? 'B' : 'A';
+    assert_int_not_equal(auth_jwt_verify_cached(bad, "access", &out), 0);
+    free(bad);
+    bad = malloc(n + 2);
+    snprintf(bad, n + 2, "%sA", t);
+    assert_int_not_equal(auth_jwt_verify_cached(bad, "access", &out), 0);
+    bad[n - 1] = '\0';
+    assert_int_not_equal(auth_jwt_verify_cached(bad, "access", &out), 0);
+    free(bad);
+    assert_int_equal(auth_jwt_verify_cached(t, "access", &out), 0);
+    assert_int_not_equal(auth_jwt_verify_cached("", "access", &out), 0);
+    assert_int_not_equal(auth_jwt_verify_cached(NULL, "access", &out), 0);
+    /* another thread has its own cache (freed by the key's destructor at exit) */
+    pthread_t th;
+    void *rc = NULL;
+    assert_int_equal(pthread_create(&th, NULL, verify_in_thread, t), 0);
+    assert_int_equal(pthread_join(th, &rc), 0);
+    assert_int_equal((intptr_t)rc, 0);
+    free(t);
+    /* a refresh token is cached as one and never passes as an access token */
+    c = claims("refresh");
+    t = auth_jwt_sign(&c);
+    assert_int_equal(auth_jwt_verify_cached(t, "refresh", &out), 0);
+    assert_int_not_equal(auth_jwt_verify_cached(t, "access", &out), 0);
+    assert_int_equal(auth_jwt_verify_cached(t, "refresh", &out), 0);
+    free(t);
+    /* a cached token stops working when it expires */
+    c = claims("access");
+    c.exp = (int64_t)time(NULL) + 2;
+    t = auth_jwt_sign(&c);
+    assert_int_equal(auth_jwt_verify_cached(t, "access", &out), 0);
+    assert_int_equal(auth_jwt_verify_cached(t, "access", &out), 0);
+    while ((int64_t)time(NULL) < c.exp)
+        usleep(50 * 1000);
+    assert_int_not_equal(auth_jwt_verify_cached(t, "access", &out), 0);
+    assert_int_not_equal(auth_jwt_verify_cached(t, "access", &out), 0);
+    free(t);
+    /* more distinct tokens than slots: every one still verifies, nothing leaks */
+    for (int i = 0; i < 5000; i++) {
+        c = claims("access");
+        c.user_id = 100 + i;
+        t = auth_jwt_sign(&c);
+        assert_int_equal(auth_jwt_verify_cached(t, "access", &out), 0);
+        assert_int_equal(out.user_id, 100 + i);
+        free(t);
+    }
+}
+
 static void set_key(int i, const char *secret, const char *kid)
 {
     auth_cfg.keys[i].bytes = (unsigned char *)strdup(secret);
@@ -221,9 +303,12 @@ int main(void)
         cmocka_unit_test(phones),       cmocka_unit_test(emails),
         cmocka_unit_test(masking),      cmocka_unit_test(password_rules),
         cmocka_unit_test(argon2),       cmocka_unit_test(jwt_round_trip_and_refusals),
-        cmocka_unit_test(key_rotation),
+        cmocka_unit_test(key_rotation), cmocka_unit_test(jwt_cache),
     };
+    if (auth_jwt_cache_start() != 0)
+        return 1;
     int rc = cmocka_run_group_tests(tests, NULL, NULL);
+    auth_jwt_cache_stop();
     free(auth_cfg.keys[0].bytes);
     free(auth_cfg.keys[1].bytes);
     return rc;
