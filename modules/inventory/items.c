@@ -1,0 +1,336 @@
+/*
+ * items.c — the InventoryItem resource: the five DRF viewset routes at
+ * /api/inventory/ and their list filters (API.md, "Connector").
+ *
+ * Every statement carries the principal's row scope ($n = 0 OR pharmacy_id =
+ * $n), so a foreign id is simply not found (404, never 403), and a create
+ * decides in the same INSERT ... SELECT whether the pharmacy exists.
+ */
+#include "inventory.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static const char item_schema[] =
+    "{\"type\":\"object\",\"required\":[\"sku\",\"name\",\"quantity\",\"price\"],\"properties\":{"
+    "\"id\":{\"type\":\"integer\",\"readOnly\":true},"
+    "\"pharmacy\":{\"type\":\"integer\",\"description\":\"set from the API key / pharmacy admin;"
+    " required for a super admin\"},"
+    "\"sku\":{\"type\":\"string\",\"maxLength\":100},"
+    "\"name\":{\"type\":\"string\",\"maxLength\":255},"
+    "\"quantity\":{\"type\":\"integer\",\"minimum\":0},"
+    "\"price\":{\"type\":\"string\",\"format\":\"decimal\",\"example\":\"12.50\"},"
+    "\"extra_data\":{\"type\":[\"object\",\"null\"]},"
+    "\"low_stock_threshold\":{\"type\":[\"integer\",\"null\"],\"minimum\":0},"
+    "\"created_at\":{\"type\":\"string\",\"format\":\"date-time\",\"readOnly\":true},"
+    "\"updated_at\":{\"type\":\"string\",\"format\":\"date-time\",\"readOnly\":true}}}";
+
+static const char dup_sku[] = "inventory item with this sku already exists.";
+
+static rx_param threshold_param(const inv_item_in *in)
+{
+    return in->threshold < 0 ? RX_NULL : RX_INT(in->threshold);
+}
+
+/* A body that is an object, or a 400 already sent. */
+static json_t *object_body(rx_req *req)
+{
+    json_t *body = rx_req_json(req);
+    if (body == NULL)
+        return NULL;
+    if (!json_is_object(body)) {
+        rx_reply_invalid(req, json_pack("{s:[s]}", "non_field_errors",
+                                        json_is_array(body)
+                                            ? "Invalid data. Expected a dictionary, but got list."
+                                            : "Invalid data. Expected a dictionary."));
+        return NULL;
+    }
+    return body;
+}
+
+/* ---- list ---- */
+
+static void list_done(rx_req *req, rx_rows *rows)
+{
+    if (rx_rows_failed(rows)) {
+        rx_reply_db_error(req, rows);
+        return;
+    }
+    json_t *items = json_array();
+    int64_t total = 0;
+    int tc = rx_rows_column(rows, "total_count");
+    for (int i = 0; i < rx_rows_count(rows); i++) {
+        json_t *o = rx_rows_object(rows, i);
+        if (i == 0)
+            rx_rows_int(rows, 0, tc, &total);
+        json_object_del(o, "total_count");
+        json_array_append_new(items, o);
+    }
+    rx_reply_page(req, items, total);
+}
+
+static void inv_list(rx_req *req)
+{
+    int64_t limit, offset;
+    if (rx_page(req, &limit, &offset) != 0)
+        return;
+    int64_t scope = rx_scope_pharmacy(req);
+    /* ?pharmacy= narrows a super admin's view; for anyone else it is
+     * ignored (their scope already fixes the pharmacy). */
+    int64_t pharmacy = 0;
+    const char *pq = rx_req_query(req, "pharmacy");
+    if (scope == RX_SCOPE_ALL && pq != NULL && *pq != '\0') {
+        char *end;
+        long long v = strtoll(pq, &end, 10);
+        if (*end != '\0' || v <= 0) {
+            rx_reply_invalid_field(req, "pharmacy",
+                                   "Select a valid choice. That choice is not one of the"
+                                   " available choices.");
+            return;
+        }
+        pharmacy = v;
+    }
+    const char *sku = rx_req_query(req, "sku");
+    if (sku != NULL && *sku == '\0')
+        sku = NULL; /* django-filter: an empty value means no filter */
+    const char *search = rx_req_query(req, "search");
+    if (search != NULL && *search == '\0')
+        search = NULL;
+    const char *since = rx_req_query(req, "updated_since");
+    if (since != NULL && *since == '\0')
+        since = NULL;
+    if (since != NULL && !inv_iso_time(since)) {
+        rx_reply_invalid_field(req, "updated_since", "Enter a valid date/time.");
+        return;
+    }
+    /* ?ordering=a,b: the first term decides, id breaks ties; unknown terms
+     * fall back to id, as DRF's OrderingFilter ignores invalid fields. */
+    const char *oq = rx_req_query(req, "ordering");
+    char *ord = oq ? rx_req_strdup(req, oq) : NULL;
+    if (ord != NULL)
+        ord[strcspn(ord, ",")] = '\0';
+    if (rx_db(req, list_done,
+              "SELECT " INV_ITEM_COLS ", count(*) OVER () AS total_count FROM inventory_items i"
+              " WHERE ($1::bigint = 0 OR i.pharmacy_id = $1)"
+              "   AND ($2::bigint = 0 OR i.pharmacy_id = $2)"
+              "   AND ($3::text IS NULL OR i.sku = $3)"
+              "   AND ($4::text IS NULL OR strpos(lower(i.name), lower($4)) > 0"
+              "        OR strpos(lower(i.sku), lower($4)) > 0)"
+              "   AND ($5::timestamptz IS NULL OR i.updated_at >= $5)"
+              " ORDER BY CASE WHEN $6::text = 'name' THEN i.name END ASC,"
+              "          CASE WHEN $6::text = '-name' THEN i.name END DESC,"
+              "          CASE WHEN $6::text = 'sku' THEN i.sku END ASC,"
+              "          CASE WHEN $6::text = '-sku' THEN i.sku END DESC,"
+              "          CASE WHEN $6::text = 'quantity' THEN i.quantity END ASC,"
+              "          CASE WHEN $6::text = '-quantity' THEN i.quantity END DESC,"
+              "          CASE WHEN $6::text = 'price' THEN i.price END ASC,"
+              "          CASE WHEN $6::text = '-price' THEN i.price END DESC,"
+              "          CASE WHEN $6::text = 'updated_at' THEN i.updated_at END ASC,"
+              "          CASE WHEN $6::text = '-updated_at' THEN i.updated_at END DESC,"
+              "          CASE WHEN $6::text = '-id' THEN i.id END DESC,"
+              "          i.id ASC"
+              " LIMIT $7 OFFSET $8",
+              RX_INT(scope), RX_INT(pharmacy), RX_TEXT(sku), RX_TEXT(search), RX_TEXT(since),
+              RX_TEXT(ord ? ord : ""), RX_INT(limit), RX_INT(offset)) != 0)
+        inv_reply_server_error(req);
+}
+
+/* ---- one row back ---- */
+
+/* rx_req_data carries what the callback must know about the request. */
+typedef struct item_ctx {
+    int status;     /* 200 or 201 */
+    bool check_low; /* quantity was set: see whether it is low now */
+    bool create;    /* no row = the pharmacy does not exist (400), not 404 */
+    int64_t pharmacy;
+} item_ctx;
+
+static void item_done(rx_req *req, rx_rows *rows)
+{
+    item_ctx *c = rx_req_data(req);
+    if (rx_rows_failed(rows)) {
+        if (rx_rows_error(rows) == RX_EDB && strcmp(rx_rows_sqlstate(rows), "23505") == 0) {
+            rx_reply_invalid_field(req, "sku", "%s", dup_sku);
+            return;
+        }
+        rx_reply_db_error(req, rows);
+        return;
+    }
+    if (rx_rows_count(rows) != 1) {
+        if (c->create)
+            rx_reply_invalid_field(req, "pharmacy", "Invalid pk \"%lld\" - object does not exist.",
+                                   (long long)c->pharmacy);
+        else
+            inv_reply_not_found(req);
+        return;
+    }
+    json_t *item = rx_rows_object(rows, 0);
+    inv_emit_item(req, item, c->check_low);
+    rx_reply_json(req, c->status, item);
+}
+
+static void inv_create(rx_req *req)
+{
+    json_t *body = object_body(req);
+    if (body == NULL)
+        return;
+    json_t *errs = json_object();
+    inv_item_in in;
+    int64_t pharmacy = inv_create_pharmacy(req, body, rx_scope_pharmacy(req), errs);
+    inv_item_read(req, body, true, errs, &in);
+    if (json_object_size(errs) > 0) {
+        rx_reply_invalid(req, errs);
+        return;
+    }
+    json_decref(errs);
+    item_ctx *c = rx_req_alloc(req, sizeof *c);
+    if (c == NULL) {
+        inv_reply_server_error(req);
+        return;
+    }
+    *c = (item_ctx){.status = 201, .check_low = true, .create = true, .pharmacy = pharmacy};
+    rx_req_set_data(req, c);
+    if (rx_db(req, item_done,
+              "INSERT INTO inventory_items AS i"
+              " (pharmacy_id, sku, name, quantity, price, extra_data, low_stock_threshold)"
+              " SELECT p.id, $2, $3, $4, $5::numeric, $6::jsonb, $7::integer"
+              " FROM pharmacies p WHERE p.id = $1"
+              " RETURNING " INV_ITEM_COLS,
+              RX_INT(pharmacy), RX_TEXT(in.sku), RX_TEXT(in.name), RX_INT(in.quantity),
+              RX_TEXT(in.price), RX_JSON(in.extra), threshold_param(&in)) != 0)
+        inv_reply_server_error(req);
+}
+
+static void item_get_done(rx_req *req, rx_rows *rows)
+{
+    if (rx_rows_failed(rows)) {
+        rx_reply_db_error(req, rows);
+        return;
+    }
+    if (rx_rows_count(rows) != 1) {
+        inv_reply_not_found(req);
+        return;
+    }
+    rx_reply_json(req, 200, rx_rows_object(rows, 0));
+}
+
+static bool path_id(rx_req *req, int64_t *id)
+{
+    if (rx_req_param_id(req, "id", id) != 0) {
+        inv_reply_not_found(req);
+        return false;
+    }
+    return true;
+}
+
+static void inv_get(rx_req *req)
+{
+    int64_t id;
+    if (!path_id(req, &id))
+        return;
+    if (rx_db(req, item_get_done,
+              "SELECT " INV_ITEM_COLS " FROM inventory_items i"
+              " WHERE i.id = $1 AND ($2::bigint = 0 OR i.pharmacy_id = $2)",
+              RX_INT(id), RX_INT(rx_scope_pharmacy(req))) != 0)
+        inv_reply_server_error(req);
+}
+
+static void inv_update(rx_req *req)
+{
+    int64_t id;
+    if (!path_id(req, &id))
+        return;
+    json_t *body = object_body(req);
+    if (body == NULL)
+        return;
+    json_t *errs = json_object();
+    inv_item_in in;
+    /* `pharmacy` in an update body is ignored: an item never moves. */
+    inv_item_read(req, body, rx_req_method(req) == RX_PUT, errs, &in);
+    if (json_object_size(errs) > 0) {
+        rx_reply_invalid(req, errs);
+        return;
+    }
+    json_decref(errs);
+    item_ctx *c = rx_req_alloc(req, sizeof *c);
+    if (c == NULL) {
+        inv_reply_server_error(req);
+        return;
+    }
+    *c = (item_ctx){.status = 200, .check_low = in.has_quantity};
+    rx_req_set_data(req, c);
+    /* Only the fields sent are written: a PATCH of the name never writes a
+     * quantity read earlier back over a concurrent sale's decrement. */
+    if (rx_db(req, item_done,
+              "UPDATE inventory_items AS i SET sku = COALESCE($3, i.sku),"
+              "  name = COALESCE($4, i.name),"
+              "  quantity = CASE WHEN $5 THEN $6::integer ELSE i.quantity END,"
+              "  price = COALESCE($7::numeric, i.price),"
+              "  extra_data = CASE WHEN $8 THEN $9::jsonb ELSE i.extra_data END,"
+              "  low_stock_threshold = CASE WHEN $10 THEN $11::integer"
+              "                        ELSE i.low_stock_threshold END,"
+              "  updated_at = now()"
+              " WHERE i.id = $1 AND ($2::bigint = 0 OR i.pharmacy_id = $2)"
+              " RETURNING " INV_ITEM_COLS,
+              RX_INT(id), RX_INT(rx_scope_pharmacy(req)), RX_TEXT(in.sku), RX_TEXT(in.name),
+              RX_BOOL(in.has_quantity), RX_INT(in.quantity), RX_TEXT(in.price),
+              RX_BOOL(in.has_extra), RX_JSON(in.extra), RX_BOOL(in.has_threshold),
+              threshold_param(&in)) != 0)
+        inv_reply_server_error(req);
+}
+
+static void deleted_done(rx_req *req, rx_rows *rows)
+{
+    if (rx_rows_failed(rows)) {
+        rx_reply_db_error(req, rows);
+        return;
+    }
+    if (rx_rows_count(rows) != 1) {
+        inv_reply_not_found(req);
+        return;
+    }
+    rx_reply(req, 204, NULL, NULL, 0);
+}
+
+static void inv_delete(rx_req *req)
+{
+    int64_t id;
+    if (!path_id(req, &id))
+        return;
+    if (rx_db(req, deleted_done,
+              "DELETE FROM inventory_items i"
+              " WHERE i.id = $1 AND ($2::bigint = 0 OR i.pharmacy_id = $2) RETURNING i.id",
+              RX_INT(id), RX_INT(rx_scope_pharmacy(req))) != 0)
+        inv_reply_server_error(req);
+}
+
+int inv_items_init(rx_module *m)
+{
+    int rc = rx_schema(m, "InventoryItem", item_schema);
+#define ROUTE(meth, path, fn, sum, reqs, resps, st)                                                \
+    do {                                                                                           \
+        rx_route_opts o = {.perm = "inventory.manage",                                             \
+                           .list_style = RX_LIST_ARRAY,                                            \
+                           .tag = "inventory",                                                     \
+                           .summary = sum,                                                         \
+                           .request_schema = reqs,                                                 \
+                           .response_schema = resps,                                               \
+                           .success_status = st};                                                  \
+        rc |= rx_route(m, meth, path, fn, &o);                                                     \
+    } while (0)
+    ROUTE(RX_GET, "/api/inventory/", inv_list,
+          "List inventory items (?sku=, ?search=, ?updated_since=, ?ordering=name|sku|quantity|"
+          "price|updated_at, super admin ?pharmacy=)",
+          NULL, "[]InventoryItem", 200);
+    ROUTE(RX_POST, "/api/inventory/", inv_create, "Create an inventory item", "InventoryItem",
+          "InventoryItem", 201);
+    ROUTE(RX_GET, "/api/inventory/{id}/", inv_get, "An inventory item", NULL, "InventoryItem", 200);
+    ROUTE(RX_PUT | RX_PATCH, "/api/inventory/{id}/", inv_update,
+          "Update an inventory item (PUT needs sku, name, quantity, price; PATCH is partial)",
+          "InventoryItem", "InventoryItem", 200);
+    ROUTE(RX_DELETE, "/api/inventory/{id}/", inv_delete,
+          "Delete an inventory item (its sales keep inventory_item null)", NULL, NULL, 204);
+#undef ROUTE
+    return rc;
+}
