@@ -1230,6 +1230,27 @@ json_t *rx_rows_array(const rx_rows *r)
     return a;
 }
 
+void rx_reply_rows_page(rx_req *req, rx_rows *rows)
+{
+    if (rx_rows_failed(rows)) {
+        rx_reply_db_error(req, rows);
+        return;
+    }
+    json_t *items = json_array();
+    int64_t total = 0;
+    int tc = rx_rows_column(rows, "total_count");
+    for (int i = 0; i < rx_rows_count(rows); i++) {
+        json_t *o = rx_rows_object(rows, i);
+        if (i == 0 && tc >= 0)
+            rx_rows_int(rows, 0, tc, &total);
+        json_object_del(o, "total_count");
+        json_array_append_new(items, o);
+    }
+    if (tc < 0) /* no window count: the page is everything */
+        total = (int64_t)json_array_size(items);
+    rx_reply_page(req, items, total);
+}
+
 void rx_reply_db_error(rx_req *req, const rx_rows *rows)
 {
     if (rows->err == RX_EUNAVAIL || rows->err == RX_ETIMEDOUT) {

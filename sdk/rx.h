@@ -585,6 +585,16 @@ RX_EXPORT json_t *rx_rows_array(const rx_rows *r);
  * the request id, never sent). */
 RX_EXPORT void rx_reply_db_error(rx_req *req, const rx_rows *rows);
 
+/* A list page straight from a query, usable as the query's callback:
+ *     rx_db(req, rx_reply_rows_page,
+ *           "SELECT id, name, count(*) OVER () AS total_count FROM things"
+ *           " WHERE ... ORDER BY id LIMIT $1 OFFSET $2", RX_INT(limit), RX_INT(offset));
+ * every row becomes an object (rx_rows_object) in rx_reply_page(); the
+ * column "total_count" (the window count of all matching rows) is left out
+ * of the objects and gives X-Total-Count. A failed query is answered with
+ * rx_reply_db_error. */
+RX_EXPORT void rx_reply_rows_page(rx_req *req, rx_rows *rows);
+
 /* For CLI commands only (main thread, no workers): run one statement and
  * block until it finishes. Returns the rows (caller frees with
  * rx_rows_free) — never NULL; check rx_rows_failed(). */

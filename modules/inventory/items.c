@@ -51,25 +51,6 @@ static json_t *object_body(rx_req *req)
 
 /* ---- list ---- */
 
-static void list_done(rx_req *req, rx_rows *rows)
-{
-    if (rx_rows_failed(rows)) {
-        rx_reply_db_error(req, rows);
-        return;
-    }
-    json_t *items = json_array();
-    int64_t total = 0;
-    int tc = rx_rows_column(rows, "total_count");
-    for (int i = 0; i < rx_rows_count(rows); i++) {
-        json_t *o = rx_rows_object(rows, i);
-        if (i == 0)
-            rx_rows_int(rows, 0, tc, &total);
-        json_object_del(o, "total_count");
-        json_array_append_new(items, o);
-    }
-    rx_reply_page(req, items, total);
-}
-
 static void inv_list(rx_req *req)
 {
     int64_t limit, offset;
@@ -110,7 +91,7 @@ static void inv_list(rx_req *req)
     char *ord = oq ? rx_req_strdup(req, oq) : NULL;
     if (ord != NULL)
         ord[strcspn(ord, ",")] = '\0';
-    if (rx_db(req, list_done,
+    if (rx_db(req, rx_reply_rows_page,
               "SELECT " INV_ITEM_COLS ", count(*) OVER () AS total_count FROM inventory_items i"
               " WHERE ($1::bigint = 0 OR i.pharmacy_id = $1)"
               "   AND ($2::bigint = 0 OR i.pharmacy_id = $2)"

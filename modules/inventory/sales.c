@@ -87,25 +87,6 @@ static json_t *object_body(rx_req *req)
 
 /* ---- list ---- */
 
-static void list_done(rx_req *req, rx_rows *rows)
-{
-    if (rx_rows_failed(rows)) {
-        rx_reply_db_error(req, rows);
-        return;
-    }
-    json_t *items = json_array();
-    int64_t total = 0;
-    int tc = rx_rows_column(rows, "total_count");
-    for (int i = 0; i < rx_rows_count(rows); i++) {
-        json_t *o = rx_rows_object(rows, i);
-        if (i == 0)
-            rx_rows_int(rows, 0, tc, &total);
-        json_object_del(o, "total_count");
-        json_array_append_new(items, o);
-    }
-    rx_reply_page(req, items, total);
-}
-
 /* A positive id in a query parameter; 0 when absent, -1 (after a 400) when bad. */
 static int64_t query_id(rx_req *req, const char *name)
 {
@@ -159,7 +140,7 @@ static void sale_list(rx_req *req)
     char *ord = oq ? rx_req_strdup(req, oq) : NULL;
     if (ord != NULL)
         ord[strcspn(ord, ",")] = '\0';
-    if (rx_db(req, list_done,
+    if (rx_db(req, rx_reply_rows_page,
               "SELECT " INV_SALE_COLS ", count(*) OVER () AS total_count FROM sales s"
               " WHERE ($1::bigint = 0 OR s.pharmacy_id = $1)"
               "   AND ($2::bigint = 0 OR s.pharmacy_id = $2)"

@@ -117,25 +117,6 @@ static int64_t scope(const rx_req *req)
 
 /* ---- list ---- */
 
-static void list_done(rx_req *req, rx_rows *rows)
-{
-    if (rx_rows_failed(rows)) {
-        rx_reply_db_error(req, rows);
-        return;
-    }
-    json_t *items = json_array();
-    int64_t total = 0;
-    int tc = rx_rows_column(rows, "total_count");
-    for (int i = 0; i < rx_rows_count(rows); i++) {
-        json_t *o = rx_rows_object(rows, i);
-        if (i == 0)
-            rx_rows_int(rows, 0, tc, &total);
-        json_object_del(o, "total_count");
-        json_array_append_new(items, o);
-    }
-    rx_reply_page(req, items, total);
-}
-
 /* A positive id in decimal, or -1. */
 static int64_t parse_id(const char *s)
 {
@@ -187,7 +168,7 @@ static void wh_list(rx_req *req)
         return;
     }
     json_decref(errs);
-    if (rx_db(req, list_done,
+    if (rx_db(req, rx_reply_rows_page,
               "SELECT " WH_COLS ", count(*) OVER () AS total_count FROM webhook_events w"
               " WHERE ($1::bigint = 0 OR w.pharmacy_id = $1)"
               "   AND ($2::bigint = 0 OR w.pharmacy_id = $2)"
