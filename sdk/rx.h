@@ -595,6 +595,11 @@ RX_EXPORT void rx_reply_db_error(rx_req *req, const rx_rows *rows);
  * rx_reply_db_error. */
 RX_EXPORT void rx_reply_rows_page(rx_req *req, rx_rows *rows);
 
+/* The answer to a DELETE ... RETURNING, usable as the query's callback: 204
+ * when a row came back, 404 {"detail": "Not found."} when none did (unknown
+ * or out of scope: never 403), rx_reply_db_error when the query failed. */
+RX_EXPORT void rx_reply_deleted(rx_req *req, rx_rows *rows);
+
 /* For CLI commands only (main thread, no workers): run one statement and
  * block until it finishes. Returns the rows (caller frees with
  * rx_rows_free) — never NULL; check rx_rows_failed(). */

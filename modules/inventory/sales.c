@@ -316,25 +316,12 @@ static void sale_update(rx_req *req)
         inv_reply_server_error(req);
 }
 
-static void deleted_done(rx_req *req, rx_rows *rows)
-{
-    if (rx_rows_failed(rows)) {
-        rx_reply_db_error(req, rows);
-        return;
-    }
-    if (rx_rows_count(rows) != 1) {
-        inv_reply_not_found(req);
-        return;
-    }
-    rx_reply(req, 204, NULL, NULL, 0);
-}
-
 static void sale_delete(rx_req *req)
 {
     int64_t id;
     if (!path_id(req, &id))
         return;
-    if (rx_db(req, deleted_done,
+    if (rx_db(req, rx_reply_deleted,
               "DELETE FROM sales s WHERE s.id = $1 AND ($2::bigint = 0 OR s.pharmacy_id = $2)"
               " RETURNING s.id",
               RX_INT(id), RX_INT(rx_scope_pharmacy(req))) != 0)

@@ -916,19 +916,6 @@ static void ord_update(rx_req *req)
 
 /* ---- delete ---- */
 
-static void deleted_done(rx_req *req, rx_rows *rows)
-{
-    if (rx_rows_failed(rows)) {
-        rx_reply_db_error(req, rows);
-        return;
-    }
-    if (rx_rows_count(rows) != 1) {
-        reply_not_found(req);
-        return;
-    }
-    rx_reply(req, 204, NULL, NULL, 0);
-}
-
 static void ord_delete(rx_req *req)
 {
     int64_t id;
@@ -940,7 +927,7 @@ static void ord_delete(rx_req *req)
         reply_denied(req);
         return;
     }
-    if (rx_db(req, deleted_done,
+    if (rx_db(req, rx_reply_deleted,
               "DELETE FROM orders o WHERE o.id = $1 AND " ORD_SCOPE("$2", "$3") " RETURNING o.id",
               RX_INT(id), RX_INT(rx_scope_pharmacy(req)), RX_INT(rx_scope_user(req))) != 0)
         reply_server_error(req);

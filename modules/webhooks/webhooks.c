@@ -284,19 +284,6 @@ static void wh_update(rx_req *req)
         wh_reply_server_error(req);
 }
 
-static void deleted_done(rx_req *req, rx_rows *rows)
-{
-    if (rx_rows_failed(rows)) {
-        rx_reply_db_error(req, rows);
-        return;
-    }
-    if (rx_rows_count(rows) != 1) {
-        wh_reply_not_found(req);
-        return;
-    }
-    rx_reply(req, 204, NULL, NULL, 0);
-}
-
 static void wh_delete(rx_req *req)
 {
     int64_t id;
@@ -304,7 +291,7 @@ static void wh_delete(rx_req *req)
         wh_reply_not_found(req);
         return;
     }
-    if (rx_db(req, deleted_done,
+    if (rx_db(req, rx_reply_deleted,
               "DELETE FROM webhook_events WHERE id = $1 AND ($2::bigint = 0 OR pharmacy_id = $2)"
               " RETURNING id",
               RX_INT(id), RX_INT(scope(req))) != 0)
