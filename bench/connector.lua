@@ -48,3 +48,15 @@ function request()
     end
     return wrk.format("GET", "/api/inventory/?page_size=50", { ["X-API-KEY"] = k.key })
 end
+
+-- BENCH_CONN_DEBUG=1: print the first few non-2xx replies of each thread (not during
+-- measured runs: a response() callback makes wrk read every body).
+if os.getenv("BENCH_CONN_DEBUG") == "1" then
+    local shown = 0
+    function response(status, headers, body)
+        if status >= 300 and shown < 3 then
+            shown = shown + 1
+            io.stderr:write("non-2xx " .. status .. ": " .. string.sub(body or "", 1, 300) .. "\n")
+        end
+    end
+end
