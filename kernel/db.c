@@ -1251,6 +1251,19 @@ void rx_reply_rows_page(rx_req *req, rx_rows *rows)
     rx_reply_page(req, items, total);
 }
 
+void rx_reply_row(rx_req *req, rx_rows *rows)
+{
+    if (rx_rows_failed(rows)) {
+        rx_reply_db_error(req, rows);
+        return;
+    }
+    if (rx_rows_count(rows) == 0) {
+        rx_reply_error(req, 404, "not_found", "Not found.");
+        return;
+    }
+    rx_reply_json(req, 200, rx_rows_object(rows, 0));
+}
+
 void rx_reply_deleted(rx_req *req, rx_rows *rows)
 {
     if (rx_rows_failed(rows)) {

@@ -595,6 +595,12 @@ RX_EXPORT void rx_reply_db_error(rx_req *req, const rx_rows *rows);
  * rx_reply_db_error. */
 RX_EXPORT void rx_reply_rows_page(rx_req *req, rx_rows *rows);
 
+/* The answer to a query for one object, usable as the query's callback: 200
+ * with the first row as an object (rx_rows_object), 404 {"detail": "Not
+ * found."} when no row came back (unknown or out of scope: never 403),
+ * rx_reply_db_error when the query failed. */
+RX_EXPORT void rx_reply_row(rx_req *req, rx_rows *rows);
+
 /* The answer to a DELETE ... RETURNING, usable as the query's callback: 204
  * when a row came back, 404 {"detail": "Not found."} when none did (unknown
  * or out of scope: never 403), rx_reply_db_error when the query failed. */

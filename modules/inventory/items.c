@@ -183,19 +183,6 @@ static void inv_create(rx_req *req)
         inv_reply_server_error(req);
 }
 
-static void item_get_done(rx_req *req, rx_rows *rows)
-{
-    if (rx_rows_failed(rows)) {
-        rx_reply_db_error(req, rows);
-        return;
-    }
-    if (rx_rows_count(rows) != 1) {
-        inv_reply_not_found(req);
-        return;
-    }
-    rx_reply_json(req, 200, rx_rows_object(rows, 0));
-}
-
 static bool path_id(rx_req *req, int64_t *id)
 {
     if (rx_req_param_id(req, "id", id) != 0) {
@@ -210,7 +197,7 @@ static void inv_get(rx_req *req)
     int64_t id;
     if (!path_id(req, &id))
         return;
-    if (rx_db(req, item_get_done,
+    if (rx_db(req, rx_reply_row,
               "SELECT " INV_ITEM_COLS " FROM inventory_items i"
               " WHERE i.id = $1 AND ($2::bigint = 0 OR i.pharmacy_id = $2)",
               RX_INT(id), RX_INT(rx_scope_pharmacy(req))) != 0)

@@ -251,19 +251,6 @@ static void sale_create(rx_req *req)
 
 /* ---- one sale ---- */
 
-static void one_done(rx_req *req, rx_rows *rows)
-{
-    if (rx_rows_failed(rows)) {
-        rx_reply_db_error(req, rows);
-        return;
-    }
-    if (rx_rows_count(rows) != 1) {
-        inv_reply_not_found(req);
-        return;
-    }
-    rx_reply_json(req, 200, rx_rows_object(rows, 0));
-}
-
 static bool path_id(rx_req *req, int64_t *id)
 {
     if (rx_req_param_id(req, "id", id) != 0) {
@@ -278,7 +265,7 @@ static void sale_get(rx_req *req)
     int64_t id;
     if (!path_id(req, &id))
         return;
-    if (rx_db(req, one_done,
+    if (rx_db(req, rx_reply_row,
               "SELECT " INV_SALE_COLS " FROM sales s"
               " WHERE s.id = $1 AND ($2::bigint = 0 OR s.pharmacy_id = $2)",
               RX_INT(id), RX_INT(rx_scope_pharmacy(req))) != 0)
@@ -305,7 +292,7 @@ static void sale_update(rx_req *req)
         return;
     }
     json_decref(errs);
-    if (rx_db(req, one_done,
+    if (rx_db(req, rx_reply_row,
               "UPDATE sales AS s SET total_price = COALESCE($3::numeric, s.total_price),"
               "  sale_time = COALESCE($4::timestamptz, s.sale_time),"
               "  extra_data = CASE WHEN $5 THEN $6::jsonb ELSE s.extra_data END"

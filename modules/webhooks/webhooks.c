@@ -183,19 +183,6 @@ static void wh_list(rx_req *req)
 
 /* ---- one event ---- */
 
-static void one_done(rx_req *req, rx_rows *rows)
-{
-    if (rx_rows_failed(rows)) {
-        rx_reply_db_error(req, rows);
-        return;
-    }
-    if (rx_rows_count(rows) != 1) {
-        wh_reply_not_found(req);
-        return;
-    }
-    rx_reply_json(req, 200, rx_rows_object(rows, 0));
-}
-
 static void wh_get(rx_req *req)
 {
     int64_t id;
@@ -203,7 +190,7 @@ static void wh_get(rx_req *req)
         wh_reply_not_found(req);
         return;
     }
-    if (rx_db(req, one_done,
+    if (rx_db(req, rx_reply_row,
               "SELECT " WH_COLS " FROM webhook_events w"
               " WHERE w.id = $1 AND ($2::bigint = 0 OR w.pharmacy_id = $2)",
               RX_INT(id), RX_INT(scope(req))) != 0)
