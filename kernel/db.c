@@ -1230,25 +1230,170 @@ json_t *rx_rows_array(const rx_rows *r)
     return a;
 }
 
+/* ---- rows straight to JSON text (list pages) ----
+ * A page of 50 rows through a jansson tree cost ~2.5M instructions (building,
+ * dumping and freeing 50 objects): bench/connector.sh. Lists write the text
+ * from the result directly, with the same conversions as rx_rows_value(). */
+
+typedef struct tbuf {
+    char *p;
+    size_t len, cap;
+    bool oom;
+} tbuf;
+
+static void tb_put(tbuf *b, const char *s, size_t n)
+{
+    if (b->oom)
+        return;
+    if (b->len + n + 1 > b->cap) {
+        size_t nc = b->cap ? b->cap : 4096;
+        while (nc < b->len + n + 1)
+            nc *= 2;
+        char *np = realloc(b->p, nc);
+        if (np == NULL) {
+            b->oom = true;
+            return;
+        }
+        b->p = np;
+        b->cap = nc;
+    }
+    memcpy(b->p + b->len, s, n);
+    b->len += n;
+}
+
+static void tb_str(tbuf *b, const char *s)
+{
+    tb_put(b, "\"", 1);
+    const char *run = s;
+    for (; *s; s++) {
+        unsigned char ch = (unsigned char)*s;
+        if (ch >= 0x20 && ch != '"' && ch != '\\')
+            continue;
+        tb_put(b, run, (size_t)(s - run));
+        char esc[8];
+        switch (ch) {
+        case '"': tb_put(b, "\\\"", 2); break;
+        case '\\': tb_put(b, "\\\\", 2); break;
+        case '\n': tb_put(b, "\\n", 2); break;
+        case '\r': tb_put(b, "\\r", 2); break;
+        case '\t': tb_put(b, "\\t", 2); break;
+        default:
+            snprintf(esc, sizeof(esc), "\\u%04x", ch);
+            tb_put(b, esc, 6);
+        }
+        run = s + 1;
+    }
+    tb_put(b, run, (size_t)(s - run));
+    tb_put(b, "\"", 1);
+}
+
+/* A JSON number as PostgreSQL prints it: digits, '-', '.', 'e' only. */
+static bool json_number_text(const char *t)
+{
+    if (*t == '-')
+        t++;
+    if (*t < '0' || *t > '9')
+        return false;
+    for (; *t; t++)
+        if (!((*t >= '0' && *t <= '9') || *t == '.' || *t == 'e' || *t == 'E' || *t == '+' ||
+              *t == '-'))
+            return false;
+    return true;
+}
+
+static void tb_time(tbuf *b, const char *t, bool with_tz)
+{
+    char buf[64];
+    size_t n = strlen(t);
+    if (n >= sizeof(buf) - 2) {
+        tb_str(b, t);
+        return;
+    }
+    memcpy(buf, t, n + 1);
+    char *sp = strchr(buf, ' ');
+    if (sp)
+        *sp = 'T';
+    if (with_tz) {
+        if (n > 3 && strcmp(buf + n - 3, "+00") == 0)
+            strcpy(buf + n - 3, "Z");
+    } else {
+        strcat(buf, "Z");
+    }
+    tb_str(b, buf);
+}
+
+static void tb_value(tbuf *b, const PGresult *res, int row, int col)
+{
+    if (PQgetisnull(res, row, col)) {
+        tb_put(b, "null", 4);
+        return;
+    }
+    const char *t = PQgetvalue(res, row, col);
+    switch (PQftype(res, col)) {
+    case 16: /* bool */
+        tb_put(b, t[0] == 't' ? "true" : "false", t[0] == 't' ? 4 : 5);
+        return;
+    case 20: /* int8 */
+    case 21: /* int2 */
+    case 23: /* int4 */
+    case 26: /* oid */
+    case 700: /* float4 */
+    case 701: /* float8: NaN and Infinity are not JSON numbers */
+        if (json_number_text(t))
+            tb_put(b, t, strlen(t));
+        else
+            tb_put(b, "null", 4);
+        return;
+    case 114:  /* json */
+    case 3802: /* jsonb: PostgreSQL's text is valid JSON */
+        tb_put(b, t, strlen(t));
+        return;
+    case 1184:
+        tb_time(b, t, true);
+        return;
+    case 1114:
+        tb_time(b, t, false);
+        return;
+    default:
+        tb_str(b, t);
+    }
+}
+
 void rx_reply_rows_page(rx_req *req, rx_rows *rows)
 {
     if (rx_rows_failed(rows)) {
         rx_reply_db_error(req, rows);
         return;
     }
-    json_t *items = json_array();
-    int64_t total = 0;
+    int n = rx_rows_count(rows), ncol = rx_rows_columns(rows);
     int tc = rx_rows_column(rows, "total_count");
-    for (int i = 0; i < rx_rows_count(rows); i++) {
-        json_t *o = rx_rows_object(rows, i);
-        if (i == 0 && tc >= 0)
-            rx_rows_int(rows, 0, tc, &total);
-        json_object_del(o, "total_count");
-        json_array_append_new(items, o);
+    int64_t total = n;
+    if (n > 0 && tc >= 0)
+        rx_rows_int(rows, 0, tc, &total);
+    tbuf b = {0};
+    tb_put(&b, "[", 1);
+    for (int i = 0; i < n; i++) {
+        tb_put(&b, i ? ",{" : "{", i ? 2 : 1);
+        bool first = true;
+        for (int c = 0; c < ncol; c++) {
+            if (c == tc)
+                continue;
+            if (!first)
+                tb_put(&b, ",", 1);
+            first = false;
+            tb_str(&b, PQfname(rows->res, c));
+            tb_put(&b, ":", 1);
+            tb_value(&b, rows->res, i, c);
+        }
+        tb_put(&b, "}", 1);
     }
-    if (tc < 0) /* no window count: the page is everything */
-        total = (int64_t)json_array_size(items);
-    rx_reply_page(req, items, total);
+    tb_put(&b, "]", 1);
+    if (b.oom) {
+        free(b.p);
+        rx_reply_error(req, 500, "error", "A server error occurred.");
+        return;
+    }
+    kn_reply_page_text(req, b.p, b.len, (size_t)n, total);
 }
 
 void rx_reply_row(rx_req *req, rx_rows *rows)

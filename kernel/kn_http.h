@@ -228,6 +228,9 @@ uint64_t kn_now_ns(void);
 /* Add a header to the reply without the SDK's checks (kernel use). */
 void kn_reply_header_raw(rx_req *req, const char *name, const char *value);
 const char *kn_status_text(int status);
+/* A list page whose items are already JSON array text (malloc()ed, taken
+ * over): the same paging, headers and body shape as rx_reply_page(). */
+void kn_reply_page_text(rx_req *req, char *array, size_t len, size_t nitems, int64_t total);
 /* Reply with a body the kernel owns (mmap()ed file, static text): no copy. */
 void kn_reply_static(rx_req *req, int status, const char *content_type, const void *body,
                      size_t len);

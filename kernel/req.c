@@ -801,40 +801,98 @@ static char *page_url(rx_req *req, int64_t page)
                           off ? "?" : "", nq);
 }
 
-void rx_reply_page(rx_req *req, json_t *items, int64_t total)
+/* The paging part of a list reply: checks the page, adds X-Total-Count and
+ * Link, and gives the next/previous URLs. false when it has replied 404. */
+static bool page_begin(rx_req *req, size_t nitems, int64_t total, char **next, char **prev)
 {
     int64_t page, size;
     bool ok;
     page_params(req, &page, &size, &ok);
+    if (!ok || (nitems == 0 && page > 1)) {
+        rx_reply_error(req, 404, "not_found", "Invalid page.");
+        return false;
+    }
+    *next = page * size < total ? page_url(req, page + 1) : NULL;
+    *prev = page > 1 ? page_url(req, page - 1) : NULL;
+    char tc[24];
+    snprintf(tc, sizeof(tc), "%lld", (long long)total);
+    kn_reply_header_raw(req, "X-Total-Count", tc);
+    if (*next || *prev) {
+        char *link = rx_req_sprintf(req, "%s%s%s%s%s", *next ? "<" : "", *next ? *next : "",
+                                    *next ? ">; rel=\"next\"" : "", (*next && *prev) ? ", " : "",
+                                    *prev ? rx_req_sprintf(req, "<%s>; rel=\"prev\"", *prev) : "");
+        if (link)
+            kn_reply_header_raw(req, "Link", link);
+    }
+    return true;
+}
+
+static bool list_is_array(const rx_req *req)
+{
+    return req->route && req->route->opts.list_style == RX_LIST_ARRAY;
+}
+
+void rx_reply_page(rx_req *req, json_t *items, int64_t total)
+{
     if (!json_is_array(items)) {
         json_decref(items);
         rx_reply_error(req, 500, "error", "A server error occurred.");
         return;
     }
-    if (!ok || (json_array_size(items) == 0 && page > 1)) {
+    char *next, *prev;
+    if (!page_begin(req, json_array_size(items), total, &next, &prev)) {
         json_decref(items);
-        rx_reply_error(req, 404, "not_found", "Invalid page.");
         return;
     }
-    bool has_next = page * size < total;
-    bool has_prev = page > 1;
-    char *next = has_next ? page_url(req, page + 1) : NULL;
-    char *prev = has_prev ? page_url(req, page - 1) : NULL;
-    char tc[24];
-    snprintf(tc, sizeof(tc), "%lld", (long long)total);
-    kn_reply_header_raw(req, "X-Total-Count", tc);
-    if (next || prev) {
-        char *link = rx_req_sprintf(req, "%s%s%s%s%s", next ? "<" : "", next ? next : "",
-                                    next ? ">; rel=\"next\"" : "", (next && prev) ? ", " : "",
-                                    prev ? rx_req_sprintf(req, "<%s>; rel=\"prev\"", prev) : "");
-        if (link)
-            kn_reply_header_raw(req, "Link", link);
-    }
-    if (req->route && req->route->opts.list_style == RX_LIST_ARRAY) {
+    if (list_is_array(req)) {
         rx_reply_json(req, 200, items);
         return;
     }
     json_t *env = json_pack("{s:I, s:s?, s:s?, s:o}", "count", (json_int_t)total, "next", next,
                             "previous", prev, "results", items);
     rx_reply_json(req, 200, env);
+}
+
+void kn_reply_page_text(rx_req *req, char *array, size_t len, size_t nitems, int64_t total)
+{
+    char *next, *prev;
+    if (!page_begin(req, nitems, total, &next, &prev)) {
+        free(array);
+        return;
+    }
+    if (!list_is_array(req)) {
+        /* {"count","next","previous","results"} around the array text. */
+        json_t *n = next ? json_string(next) : json_null();
+        json_t *pv = prev ? json_string(prev) : json_null();
+        char *ns = json_dumps(n, JSON_ENCODE_ANY), *ps = json_dumps(pv, JSON_ENCODE_ANY);
+        json_decref(n);
+        json_decref(pv);
+        size_t cap = len + (ns ? strlen(ns) : 4) + (ps ? strlen(ps) : 4) + 96;
+        char *env = malloc(cap);
+        if (env == NULL || ns == NULL || ps == NULL) {
+            free(env);
+            free(ns);
+            free(ps);
+            free(array);
+            rx_reply_error(req, 500, "error", "A server error occurred.");
+            return;
+        }
+        int h = snprintf(env, cap, "{\"count\":%lld,\"next\":%s,\"previous\":%s,\"results\":",
+                         (long long)total, ns, ps);
+        memcpy(env + h, array, len);
+        env[h + (int)len] = '}';
+        free(ns);
+        free(ps);
+        free(array);
+        array = env;
+        len = (size_t)h + len + 1;
+    }
+    if (!begin_reply(req)) {
+        free(array);
+        return;
+    }
+    req->rbody = array;
+    req->rbody_len = len;
+    req->rbody_free = true;
+    commit(req, 200, "application/json");
 }
