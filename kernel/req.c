@@ -306,6 +306,31 @@ json_t *rx_req_json(rx_req *req)
     return j;
 }
 
+/* Python's name of a JSON value's type, as DRF's messages print it. */
+static const char *py_type(const json_t *v)
+{
+    switch (json_typeof(v)) {
+    case JSON_OBJECT: return "dict";
+    case JSON_ARRAY: return "list";
+    case JSON_STRING: return "str";
+    case JSON_INTEGER: return "int";
+    case JSON_REAL: return "float";
+    case JSON_TRUE:
+    case JSON_FALSE: return "bool";
+    default: return "NoneType";
+    }
+}
+
+json_t *rx_req_json_object(rx_req *req)
+{
+    json_t *body = rx_req_json(req);
+    if (body == NULL || json_is_object(body))
+        return body;
+    rx_reply_invalid_field(req, "non_field_errors",
+                           "Invalid data. Expected a dictionary, but got %s.", py_type(body));
+    return NULL;
+}
+
 static bool ip_trusted(const char *ip)
 {
     for (size_t i = 0; i < kn_set.ntrusted_proxies; i++)

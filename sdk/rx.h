@@ -277,6 +277,12 @@ RX_EXPORT const rx_part *rx_part_get(const rx_part *parts, size_t n, const char 
 /* True when the request's Content-Type is multipart/form-data. */
 RX_EXPORT bool rx_req_is_multipart(const rx_req *req);
 
+/* rx_req_json() for endpoints whose body must be a JSON object: anything
+ * else -> 400 {"non_field_errors": ["Invalid data. Expected a dictionary, but
+ * got list."], "code": "invalid"} (DRF's text, with the Python type name).
+ * NULL means the error reply has ALREADY been sent. Borrowed, as rx_req_json. */
+RX_EXPORT json_t *rx_req_json_object(rx_req *req);
+
 /* The client's address as text. With `trusted_proxies` configured and the peer
  * one of them, the right-most X-Forwarded-For entry that is not a trusted
  * proxy. Request arena. */

@@ -69,16 +69,8 @@ int auth_read_body(rx_req *req, auth_ctx *c, bool multipart_ok)
         rx_reply_error(req, 413, "request_too_large", "Request body is too large.");
         return -1;
     }
-    c->body = rx_req_json(req);
-    if (c->body == NULL)
-        return -1;
-    if (!json_is_object(c->body)) {
-        rx_reply_invalid_field(req, "non_field_errors",
-                               "Invalid data. Expected a dictionary, but got %s.",
-                               json_is_array(c->body) ? "list" : "value");
-        return -1;
-    }
-    return 0;
+    c->body = rx_req_json_object(req);
+    return c->body == NULL ? -1 : 0;
 }
 
 void auth_err(json_t *errs, const char *field, const char *msg)

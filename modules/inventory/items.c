@@ -33,22 +33,6 @@ static rx_param threshold_param(const inv_item_in *in)
     return in->threshold < 0 ? RX_NULL : RX_INT(in->threshold);
 }
 
-/* A body that is an object, or a 400 already sent. */
-static json_t *object_body(rx_req *req)
-{
-    json_t *body = rx_req_json(req);
-    if (body == NULL)
-        return NULL;
-    if (!json_is_object(body)) {
-        rx_reply_invalid(req, json_pack("{s:[s]}", "non_field_errors",
-                                        json_is_array(body)
-                                            ? "Invalid data. Expected a dictionary, but got list."
-                                            : "Invalid data. Expected a dictionary."));
-        return NULL;
-    }
-    return body;
-}
-
 /* ---- list ---- */
 
 static void inv_list(rx_req *req)
@@ -167,7 +151,7 @@ static void item_done(rx_req *req, rx_rows *rows)
 
 static void inv_create(rx_req *req)
 {
-    json_t *body = object_body(req);
+    json_t *body = rx_req_json_object(req);
     if (body == NULL)
         return;
     json_t *errs = json_object();
@@ -223,7 +207,7 @@ static void inv_update(rx_req *req)
     int64_t id;
     if (!path_id(req, &id))
         return;
-    json_t *body = object_body(req);
+    json_t *body = rx_req_json_object(req);
     if (body == NULL)
         return;
     json_t *errs = json_object();

@@ -69,22 +69,6 @@ static bool read_time(json_t *body, json_t *errs, const char **out)
     return true;
 }
 
-/* A body that is an object, or a 400 already sent. */
-static json_t *object_body(rx_req *req)
-{
-    json_t *body = rx_req_json(req);
-    if (body == NULL)
-        return NULL;
-    if (!json_is_object(body)) {
-        rx_reply_invalid(req, json_pack("{s:[s]}", "non_field_errors",
-                                        json_is_array(body)
-                                            ? "Invalid data. Expected a dictionary, but got list."
-                                            : "Invalid data. Expected a dictionary."));
-        return NULL;
-    }
-    return body;
-}
-
 /* ---- list ---- */
 
 /* A positive id in a query parameter; 0 when absent, -1 (after a 400) when bad. */
@@ -214,7 +198,7 @@ static void created_done(rx_req *req, rx_rows *rows)
 
 static void sale_create(rx_req *req)
 {
-    json_t *body = object_body(req);
+    json_t *body = rx_req_json_object(req);
     if (body == NULL)
         return;
     json_t *errs = json_object();
@@ -277,7 +261,7 @@ static void sale_update(rx_req *req)
     int64_t id;
     if (!path_id(req, &id))
         return;
-    json_t *body = object_body(req);
+    json_t *body = rx_req_json_object(req);
     if (body == NULL)
         return;
     json_t *errs = json_object();

@@ -577,22 +577,6 @@ static void reply_denied(rx_req *req)
                    "You do not have permission to perform this action.");
 }
 
-/* Read the JSON object body; replies itself and returns NULL on failure. */
-static json_t *object_body(rx_req *req)
-{
-    json_t *body = rx_req_json(req);
-    if (body == NULL)
-        return NULL;
-    if (!json_is_object(body)) {
-        char msg[96];
-        snprintf(msg, sizeof msg, "Invalid data. Expected a dictionary, but got %s.",
-                 py_type(body));
-        rx_reply_invalid(req, json_pack("{s:[s]}", "non_field_errors", msg));
-        return NULL;
-    }
-    return body;
-}
-
 /* The order of a row, without the helper columns a statement added. */
 static json_t *order_object(const rx_rows *rows, int row)
 {
@@ -744,7 +728,7 @@ static void ord_create(rx_req *req)
         reply_denied(req);
         return;
     }
-    json_t *body = object_body(req);
+    json_t *body = rx_req_json_object(req);
     if (body == NULL)
         return;
     json_t *errs = json_object();
@@ -847,7 +831,7 @@ static void ord_update(rx_req *req)
         reply_denied(req);
         return;
     }
-    json_t *body = object_body(req);
+    json_t *body = rx_req_json_object(req);
     if (body == NULL)
         return;
     json_t *errs = json_object();

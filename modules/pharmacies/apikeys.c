@@ -379,14 +379,9 @@ static void apikey_create(rx_req *req)
         rx_reply_error(req, 404, "not_found", "Not found.");
         return;
     }
-    json_t *body = rx_req_json(req);
+    json_t *body = rx_req_json_object(req);
     if (body == NULL)
         return;
-    if (!json_is_object(body)) {
-        rx_reply_invalid(req, json_pack("{s:[s]}", "non_field_errors",
-                                        "Invalid data. Expected a dictionary, but got list."));
-        return;
-    }
     const char *name = "";
     json_t *v = json_object_get(body, "name");
     if (v != NULL && !json_is_null(v)) {

@@ -271,14 +271,9 @@ static int bool_field(json_t *body, const char *field, json_t *errs)
  * returns -1 when something is wrong. Unknown and read-only fields are ignored. */
 static int read_body(rx_req *req, bool full, pharm_in *in)
 {
-    json_t *body = rx_req_json(req);
+    json_t *body = rx_req_json_object(req);
     if (body == NULL)
         return -1;
-    if (!json_is_object(body)) {
-        rx_reply_invalid(req, json_pack("{s:[s]}", "non_field_errors",
-                                        "Invalid data. Expected a dictionary, but got list."));
-        return -1;
-    }
     json_t *errs = json_object();
     bool present;
     memset(in, 0, sizeof *in);

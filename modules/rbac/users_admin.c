@@ -271,15 +271,9 @@ static void choice_err(rx_req *req, json_t *errs, const char *field, const char 
 /* Read and check the body into c. Returns 0, or -1 after replying. */
 static int read_body(rx_req *req, uctx *c, bool create)
 {
-    json_t *b = rx_req_json(req);
+    json_t *b = rx_req_json_object(req);
     if (b == NULL)
         return -1;
-    if (!json_is_object(b)) {
-        rx_reply_invalid_field(req, "non_field_errors",
-                               "Invalid data. Expected a dictionary, but got %s.",
-                               json_is_array(b) ? "list" : "value");
-        return -1;
-    }
     json_t *errs = json_object();
     const char *username = str_field(b, "username", errs, 1024);
     if (username != NULL) {

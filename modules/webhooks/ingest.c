@@ -96,14 +96,9 @@ static void ingest_run(rx_req *req, wh_ingest_ctx *c)
 
 void wh_ingest(rx_req *req)
 {
-    json_t *body = rx_req_json(req);
+    json_t *body = rx_req_json_object(req);
     if (body == NULL)
         return;
-    if (!json_is_object(body)) {
-        rx_reply_invalid(req, json_pack("{s:[s]}", "non_field_errors",
-                                        "Invalid data. Expected a dictionary, but got list."));
-        return;
-    }
     wh_ingest_ctx *c = rx_req_alloc(req, sizeof *c);
     if (c == NULL) {
         wh_reply_server_error(req);

@@ -240,14 +240,9 @@ static void wh_update(rx_req *req)
         wh_reply_not_found(req);
         return;
     }
-    json_t *body = rx_req_json(req);
+    json_t *body = rx_req_json_object(req);
     if (body == NULL)
         return;
-    if (!json_is_object(body)) {
-        rx_reply_invalid(req, json_pack("{s:[s]}", "non_field_errors",
-                                        "Invalid data. Expected a dictionary, but got list."));
-        return;
-    }
     json_t *errs = json_object();
     const char *type;
     json_t *payload;
