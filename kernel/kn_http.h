@@ -130,7 +130,6 @@ struct rx_req {
     int pending; /* async operations in flight (offload, db, hooks) */
     bool detached; /* no client ever: a job or internal work (kn_req_detached) */
     void *job;     /* jobs.c: the job this context runs */
-    bool in_handler;
 
     /* reply */
     bool replied;
