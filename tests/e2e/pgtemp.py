@@ -157,14 +157,33 @@ class PgTemp:
                     found = True
         return sorted(parents)
 
-    def freeze(self):
+    @staticmethod
+    def _stopped(pid):
+        try:
+            with open("/proc/%d/stat" % pid) as f:
+                return f.read().rsplit(")", 1)[1].split()[0] in ("T", "t")
+        except (OSError, IndexError):
+            return True  # gone: nothing left to answer
+
+    def freeze(self, timeout=5.0):
         """SIGSTOP the whole server: connections stay open, nothing answers
-        (what a hung host looks like to a client)."""
-        for pid in self._pids():
-            try:
-                os.kill(pid, signal.SIGSTOP)
-            except ProcessLookupError:
-                pass
+        (what a hung host looks like to a client). Returns only once every
+        process really is stopped and no new one appeared meanwhile: SIGSTOP
+        lands asynchronously, and the postmaster may fork a backend between
+        listing its children and stopping it."""
+        deadline = time.monotonic() + timeout
+        while True:
+            pids = self._pids()
+            for pid in pids:
+                try:
+                    os.kill(pid, signal.SIGSTOP)
+                except ProcessLookupError:
+                    pass
+            if all(self._stopped(pid) for pid in pids) and self._pids() == pids:
+                return
+            if time.monotonic() > deadline:
+                raise AssertionError("PostgreSQL did not stop within %.0f s" % timeout)
+            time.sleep(0.01)
 
     def thaw(self):
         for pid in self._pids():
