@@ -43,7 +43,7 @@ extern "C" {
  * major equals the kernel's and the module's minor is <= the kernel's
  * (a module built against an older minor uses a subset of what the kernel has). */
 #define RX_ABI_MAJOR 1
-#define RX_ABI_MINOR 0
+#define RX_ABI_MINOR 1 /* 1.1: rx_list_* */
 
 #if defined(__GNUC__)
 #define RX_EXPORT __attribute__((visibility("default")))
@@ -591,15 +591,77 @@ RX_EXPORT json_t *rx_rows_array(const rx_rows *r);
  * the request id, never sent). */
 RX_EXPORT void rx_reply_db_error(rx_req *req, const rx_rows *rows);
 
-/* A list page straight from a query, usable as the query's callback:
+/* A list page straight from a query, usable as the query's callback (the
+ * usual one for rx_list_run below, which adds the column):
  *     rx_db(req, rx_reply_rows_page,
- *           "SELECT id, name, count(*) OVER () AS total_count FROM things"
- *           " WHERE ... ORDER BY id LIMIT $1 OFFSET $2", RX_INT(limit), RX_INT(offset));
- * every row becomes an object (rx_rows_object) in rx_reply_page(); the
- * column "total_count" (the window count of all matching rows) is left out
- * of the objects and gives X-Total-Count. A failed query is answered with
- * rx_reply_db_error. */
+ *           "SELECT id, name, (SELECT count(*) FROM things) AS total_count FROM things"
+ *           " ORDER BY id LIMIT $1 OFFSET $2", RX_INT(limit), RX_INT(offset));
+ * every row becomes an object in the page (its JSON text is written straight
+ * from the result); the column "total_count" (the count of all matching rows)
+ * is left out of the objects and gives X-Total-Count. A failed query is
+ * answered with rx_reply_db_error. */
 RX_EXPORT void rx_reply_rows_page(rx_req *req, rx_rows *rows);
+
+/* List queries (ABI 1.1). A list route's SELECT assembled from the filters the
+ * request really gave, so that every combination is its own prepared statement
+ * with a plain WHERE: PostgreSQL can then use an index and a cached generic
+ * plan, which a catch-all "($1 IS NULL OR col = $1)" text defeats. Every
+ * condition and ordering text comes from the module, never from the request;
+ * values travel as parameters.
+ *
+ *     rx_list *l = rx_list_new(req, "i.id, i.name", "inventory_items i");
+ *     if (scope != RX_SCOPE_ALL)
+ *         rx_list_where(l, "i.pharmacy_id = $?", RX_INT(scope));
+ *     if (search != NULL)
+ *         rx_list_where(l, "(strpos(lower(i.name), lower($?)) > 0"
+ *                          " OR strpos(lower(i.sku), lower($?)) > 0)", RX_TEXT(search));
+ *     rx_list_order(l, orderings, n, "i.id ASC");
+ *     if (rx_list_run(l, rx_reply_rows_page, limit, offset) != 0)
+ *         ... 500 ...
+ *
+ * runs "SELECT <cols>, (<total>) AS total_count FROM <from> WHERE c1 AND c2
+ * ORDER BY <order> LIMIT $n OFFSET $n+1", whose <total> is by default
+ * "SELECT count(*) FROM <from> WHERE c1 AND c2" (an uncorrelated subquery: run
+ * once, unlike count(*) OVER (), which reads every matching row in full). A
+ * module that keeps its own counts names the statement with rx_list_total().
+ * Errors (bad argument, out of memory, more than RX_LIST_MAX_PARAMS values)
+ * are kept and returned by rx_list_run(); the calls in between need no checks.
+ * Everything lives in the request arena. */
+typedef struct rx_list rx_list;
+
+/* Parameters one list query can carry, LIMIT and OFFSET included. */
+#define RX_LIST_MAX_PARAMS 16
+
+/* An accepted value of ?ordering= and the ORDER BY text it selects. */
+typedef struct rx_ordering {
+    const char *param; /* "name", "-name" */
+    const char *sql;   /* "i.name DESC, i.id ASC": end with a unique column */
+} rx_ordering;
+
+/* `cols` and `from` are SQL texts (kept by pointer: static strings or request
+ * arena). NULL only when out of memory, and then every rx_list_* call below
+ * accepts the NULL and rx_list_run() returns RX_ENOMEM. */
+RX_EXPORT rx_list *rx_list_new(rx_req *req, const char *cols, const char *from);
+
+/* Adds "AND <cond>". Each "$?" in cond stands for `p` (one parameter however
+ * often it appears); a cond without "$?" ignores p (pass RX_NULL). Returns the
+ * parameter's number (for rx_list_total), 0 when cond has none, or a negative
+ * error (also kept for rx_list_run). Strings in p are copied at run. */
+RX_EXPORT int rx_list_where(rx_list *l, const char *cond, rx_param p);
+
+/* Replaces the default count with `sql`, a scalar SELECT that may use the
+ * parameter numbers rx_list_where() returned (e.g. "SELECT n FROM counts
+ * WHERE pharmacy_id = $1"). NULL from an empty COALESCE counts as 0. */
+RX_EXPORT void rx_list_total(rx_list *l, const char *sql);
+
+/* ORDER BY from the first term of ?ordering= (DRF's OrderingFilter: a term not
+ * in `table` is ignored): the matching entry's sql, else `def`. */
+RX_EXPORT void rx_list_order(rx_list *l, const rx_ordering *table, size_t n, const char *def);
+
+/* Queues the query with `cb` (rx_reply_rows_page, or a callback of the
+ * module's that reads the "total_count" column). Returns 0, or RX_EINVAL /
+ * RX_ENOMEM from any earlier call (then cb never runs and nothing is sent). */
+RX_EXPORT int rx_list_run(rx_list *l, rx_db_cb cb, int64_t limit, int64_t offset);
 
 /* The answer to a query for one object, usable as the query's callback: 200
  * with the first row as an object (rx_rows_object), 404 {"detail": "Not

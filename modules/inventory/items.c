@@ -70,13 +70,10 @@ static void inv_list(rx_req *req)
         return;
     }
     /* ?ordering=a,b: the first term decides, id breaks ties; unknown terms
-     * fall back to id, as DRF's OrderingFilter ignores invalid fields. The
-     * ORDER BY text comes from this table, never from the request: one
+     * fall back to id, as DRF's OrderingFilter ignores invalid fields. One
      * prepared statement per ordering, each free to use an index (a CASE
      * over a parameter would sort every matching row). */
-    static const struct {
-        const char *param, *sql;
-    } orderings[] = {
+    static const rx_ordering orderings[] = {
         {"name", "i.name ASC, i.id ASC"},         {"-name", "i.name DESC, i.id ASC"},
         {"sku", "i.sku ASC, i.id ASC"},           {"-sku", "i.sku DESC, i.id ASC"},
         {"quantity", "i.quantity ASC, i.id ASC"}, {"-quantity", "i.quantity DESC, i.id ASC"},
@@ -85,33 +82,37 @@ static void inv_list(rx_req *req)
         {"-updated_at", "i.updated_at DESC, i.id ASC"},
         {"-id", "i.id DESC"},
     };
-    const char *order = "i.id ASC";
-    const char *oq = rx_req_query(req, "ordering");
-    if (oq != NULL) {
-        size_t n = strcspn(oq, ",");
-        for (size_t k = 0; k < sizeof(orderings) / sizeof(orderings[0]); k++)
-            if (strlen(orderings[k].param) == n && strncmp(orderings[k].param, oq, n) == 0)
-                order = orderings[k].sql;
+    rx_list *l = rx_list_new(req, INV_ITEM_COLS, "inventory_items i");
+    /* The scope, or a super admin's ?pharmacy=: at most one of them. */
+    int64_t only = scope != RX_SCOPE_ALL ? scope : pharmacy;
+    int ph = only != 0 ? rx_list_where(l, "i.pharmacy_id = $?", RX_INT(only)) : 0;
+    bool filtered = false;
+    if (sku != NULL) {
+        rx_list_where(l, "i.sku = $?", RX_TEXT(sku));
+        filtered = true;
     }
-    /* The total is its own uncorrelated subquery (run once, and an index-only
-     * count when only the pharmacy filters): a window count would read every
-     * matching row in full before the first of the page. */
-#define INV_LIST_WHERE                                                                             \
-    " WHERE ($1::bigint = 0 OR i.pharmacy_id = $1)"                                                \
-    "   AND ($2::bigint = 0 OR i.pharmacy_id = $2)"                                                \
-    "   AND ($3::text IS NULL OR i.sku = $3)"                                                      \
-    "   AND ($4::text IS NULL OR strpos(lower(i.name), lower($4)) > 0"                             \
-    "        OR strpos(lower(i.sku), lower($4)) > 0)"                                              \
-    "   AND ($5::timestamptz IS NULL OR i.updated_at >= $5)"
-    char *sql = rx_req_sprintf(req,
-                               "SELECT " INV_ITEM_COLS ", (SELECT count(*) FROM inventory_items i"
-                               INV_LIST_WHERE ") AS total_count FROM inventory_items i"
-                               INV_LIST_WHERE " ORDER BY %s LIMIT $6 OFFSET $7",
-                               order);
-#undef INV_LIST_WHERE
-    if (sql == NULL ||
-        rx_db(req, rx_reply_rows_page, sql, RX_INT(scope), RX_INT(pharmacy), RX_TEXT(sku),
-              RX_TEXT(search), RX_TEXT(since), RX_INT(limit), RX_INT(offset)) != 0)
+    if (search != NULL) {
+        rx_list_where(l,
+                      "(strpos(lower(i.name), lower($?)) > 0"
+                      " OR strpos(lower(i.sku), lower($?)) > 0)",
+                      RX_TEXT(search));
+        filtered = true;
+    }
+    if (since != NULL) {
+        rx_list_where(l, "i.updated_at >= $?::timestamptz", RX_TEXT(since));
+        filtered = true;
+    }
+    /* Unfiltered: the total is the kept count (migration 003), not a count
+     * of the pharmacy's items on every page. */
+    if (!filtered && ph > 0)
+        rx_list_total(l, rx_req_sprintf(req,
+                                        "SELECT COALESCE((SELECT items FROM inventory_item_counts"
+                                        " WHERE pharmacy_id = $%d), 0)",
+                                        ph));
+    else if (!filtered)
+        rx_list_total(l, "SELECT COALESCE(sum(items), 0)::bigint FROM inventory_item_counts");
+    rx_list_order(l, orderings, sizeof(orderings) / sizeof(orderings[0]), "i.id ASC");
+    if (rx_list_run(l, rx_reply_rows_page, limit, offset) != 0)
         inv_reply_server_error(req);
 }
 

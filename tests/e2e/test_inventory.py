@@ -469,6 +469,116 @@ class Items(InvCase):
 
 
 # ==========================================================================
+# List totals: kept per pharmacy (migration 003), exact after every write
+# ==========================================================================
+
+class Totals(InvCase):
+    DB = "inv_totals"
+
+    def total(self, key=None, token=None, query=""):
+        r = self.req("GET", "/api/inventory/?page_size=1" + query, key=key, token=token)
+        self.assertEqual(r.status, 200, r)
+        return int(r.header("x-total-count"))
+
+    def assertKeptCountsExact(self):
+        """The kept table equals a real count for every pharmacy that has items."""
+        kept = self.sql("SELECT coalesce(string_agg(pharmacy_id || ':' || items, ',' ORDER BY pharmacy_id), '')"
+                        " FROM inventory_item_counts WHERE items > 0")
+        real = self.sql("SELECT coalesce(string_agg(pharmacy_id || ':' || n, ',' ORDER BY pharmacy_id), '')"
+                        " FROM (SELECT pharmacy_id, count(*) AS n FROM inventory_items GROUP BY 1) c")
+        self.assertEqual(kept, real)
+
+    def test_every_write_keeps_the_total(self):
+        pid = self._pharmacy()
+        key = self._key(pid)
+        self.assertEqual(self.total(key), 0)
+        a = self.item(key=key)
+        b = self.item(key=key)
+        self.assertEqual(self.total(key), 2)
+        r = self.req("POST", "/api/inventory/", {"sku": a["sku"], "name": "dup", "quantity": 1, "price": "1.00"},
+                     key=key)
+        self.assertInvalid(r, {"sku": [DUP_SKU]})
+        self.assertEqual(self.total(key), 2)
+        prefix = "T" + uid()
+        rows = [{"sku": "%s-%d" % (prefix, i), "name": "Bulk", "quantity": 1, "price": "1.00"} for i in range(5)]
+        rows.append({"sku": a["sku"], "name": "renamed", "quantity": 4, "price": "1.00"})
+        r = self.req("POST", "/api/inventory/bulk/", rows, key=key)
+        self.assertEqual(r.json(), {"created": 5, "updated": 1}, r)
+        self.assertEqual(self.total(key), 7)
+        self.assertEqual(self.req("DELETE", "/api/inventory/%d/" % b["id"], key=key).status, 204)
+        self.assertNotFound(self.req("DELETE", "/api/inventory/%d/" % b["id"], key=key))
+        self.assertEqual(self.total(key), 6)
+        # sales and updates leave the number of items alone
+        r = self.req("POST", "/api/sales/", {"inventory_item": a["id"], "quantity": 1}, key=key)
+        self.assertEqual(r.status, 201, r)
+        r = self.req("PATCH", "/api/inventory/%d/" % a["id"], {"quantity": 50, "name": "x"}, key=key)
+        self.assertEqual(r.status, 200, r)
+        self.assertEqual(self.total(key), 6)
+        # another pharmacy's key sees its own total; filters count what matches
+        self.assertEqual(self.total(self.kb), self.count("inventory_items", "pharmacy_id = %d" % self.pb))
+        self.assertEqual(self.total(key, query="&search=" + prefix), 5)
+        self.assertEqual(self.total(key, query="&sku=%s-3" % prefix), 1)
+        self.assertEqual(self.total(key, query="&updated_since=2999-01-01"), 0)
+        # a super admin: one pharmacy with ?pharmacy=, every pharmacy without
+        self.assertEqual(self.total(token=self.admin, query="&pharmacy=%d" % pid), 6)
+        self.assertEqual(self.total(token=self.admin), self.count("inventory_items"))
+        self.assertKeptCountsExact()
+
+    def test_parallel_creates_and_deletes(self):
+        pid = self._pharmacy()
+        key = self._key(pid)
+
+        def create(i):
+            return lambda: self.req("POST", "/api/inventory/",
+                                    {"sku": "PAR-%d" % i, "name": "p", "quantity": 1, "price": "1.00"},
+                                    key=key).status
+        # 20 different skus and 5 repeats of one: the repeats lose with 400
+        statuses = parallel([create(i) for i in range(20)] + [create(0) for _ in range(5)])
+        self.assertEqual(sorted(statuses), [201] * 20 + [400] * 5, statuses)
+        self.assertEqual(self.total(key), 20)
+        ids = [int(x) for x in self.sql("SELECT id FROM inventory_items WHERE pharmacy_id = %d ORDER BY id"
+                                        % pid).split()]
+        self.assertEqual(len(ids), 20)
+
+        def delete(i):
+            return lambda: self.req("DELETE", "/api/inventory/%d/" % i, key=key).status
+        # every one of the first ten deleted twice at once: one 204 and one 404 each
+        statuses = parallel([delete(i) for i in ids[:10]] * 2)
+        self.assertEqual(sorted(statuses), [204] * 10 + [404] * 10, statuses)
+        self.assertEqual(self.total(key), 10)
+        self.assertKeptCountsExact()
+
+    def test_deleted_pharmacy_leaves_no_count(self):
+        pid = self._pharmacy()
+        key = self._key(pid)
+        for _ in range(3):
+            self.item(key=key)
+        self.assertEqual(self.total(key), 3)
+        r = self.req("DELETE", "/api/pharmacies/%d/" % pid, token=self.admin)
+        self.assertEqual(r.status, 204, r)
+        self.assertEqual(self.count("inventory_item_counts", "pharmacy_id = %d" % pid), 0)
+        self.assertEqual(self.total(token=self.admin), self.count("inventory_items"))
+        self.assertEqual(self.total(token=self.admin, query="&pharmacy=%d" % pid), 0)
+        self.assertKeptCountsExact()
+
+    def test_operator_sql_keeps_counts(self):
+        """Writes outside the API (an operator's psql) go through the same triggers."""
+        pid, other = self._pharmacy(), self._pharmacy()
+        key = self._key(pid)
+        it = self.item(key=key)
+        self.item(key=key)
+        self.sql("UPDATE inventory_items SET pharmacy_id = %d WHERE id = %d" % (other, it["id"]))
+        self.assertEqual(self.total(key), 1)
+        self.assertEqual(self.total(token=self.admin, query="&pharmacy=%d" % other), 1)
+        self.sql("INSERT INTO inventory_items (pharmacy_id, sku, name, quantity, price)"
+                 " SELECT %d, 'OPS-' || g, 'ops', 1, 1 FROM generate_series(1, 30) g" % pid)
+        self.assertEqual(self.total(key), 31)
+        self.sql("DELETE FROM inventory_items WHERE pharmacy_id = %d AND sku LIKE 'OPS-%%'" % pid)
+        self.assertEqual(self.total(key), 1)
+        self.assertKeptCountsExact()
+
+
+# ==========================================================================
 # Sales
 # ==========================================================================
 
