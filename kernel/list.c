@@ -158,16 +158,16 @@ int rx_list_run(rx_list *l, rx_db_cb cb, int64_t limit, int64_t offset)
     int n = l->nparams;
     l->params[n] = RX_INT(limit);
     l->params[n + 1] = RX_INT(offset);
-    char *sql = l->total != NULL
-                    ? rx_req_sprintf(l->req,
-                                     "SELECT %s, (%s) AS total_count FROM %s%s ORDER BY %s"
-                                     " LIMIT $%d OFFSET $%d",
-                                     l->cols, l->total, l->from, where, l->order, n + 1, n + 2)
-                    : rx_req_sprintf(l->req,
-                                     "SELECT %s, (SELECT count(*) FROM %s%s) AS total_count"
-                                     " FROM %s%s ORDER BY %s LIMIT $%d OFFSET $%d",
-                                     l->cols, l->from, where, l->from, where, l->order, n + 1,
-                                     n + 2);
+    char *sql =
+        l->total != NULL
+            ? rx_req_sprintf(l->req,
+                             "SELECT %s, (%s) AS total_count FROM %s%s ORDER BY %s"
+                             " LIMIT $%d OFFSET $%d",
+                             l->cols, l->total, l->from, where, l->order, n + 1, n + 2)
+            : rx_req_sprintf(l->req,
+                             "SELECT %s, (SELECT count(*) FROM %s%s) AS total_count"
+                             " FROM %s%s ORDER BY %s LIMIT $%d OFFSET $%d",
+                             l->cols, l->from, where, l->from, where, l->order, n + 1, n + 2);
     if (sql == NULL)
         return RX_ENOMEM;
     return rx_db_query(l->req, cb, sql, n + 2, l->params);
