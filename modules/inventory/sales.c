@@ -120,28 +120,30 @@ static void sale_list(rx_req *req)
     const char *before = query_time(req, "sale_time_before", &bad);
     if (bad)
         return;
-    const char *oq = rx_req_query(req, "ordering");
-    char *ord = oq ? rx_req_strdup(req, oq) : NULL;
-    if (ord != NULL)
-        ord[strcspn(ord, ",")] = '\0';
-    if (rx_db(req, rx_reply_rows_page,
-              "SELECT " INV_SALE_COLS ", count(*) OVER () AS total_count FROM sales s"
-              " WHERE ($1::bigint = 0 OR s.pharmacy_id = $1)"
-              "   AND ($2::bigint = 0 OR s.pharmacy_id = $2)"
-              "   AND ($3::bigint = 0 OR s.inventory_item_id = $3)"
-              "   AND ($4::timestamptz IS NULL OR s.sale_time >= $4)"
-              "   AND ($5::timestamptz IS NULL OR s.sale_time <= $5)"
-              " ORDER BY CASE WHEN $6::text = 'sale_time' THEN s.sale_time END ASC,"
-              "          CASE WHEN $6::text = '-sale_time' THEN s.sale_time END DESC,"
-              "          CASE WHEN $6::text = 'total_price' THEN s.total_price END ASC,"
-              "          CASE WHEN $6::text = '-total_price' THEN s.total_price END DESC,"
-              "          CASE WHEN $6::text = 'quantity' THEN s.quantity END ASC,"
-              "          CASE WHEN $6::text = '-quantity' THEN s.quantity END DESC,"
-              "          CASE WHEN $6::text = '-id' THEN s.id END DESC,"
-              "          s.id ASC"
-              " LIMIT $7 OFFSET $8",
-              RX_INT(scope), RX_INT(pharmacy), RX_INT(item), RX_TEXT(after), RX_TEXT(before),
-              RX_TEXT(ord ? ord : ""), RX_INT(limit), RX_INT(offset)) != 0)
+    /* ?ordering=a,b: the first term decides, id breaks ties; unknown terms
+     * fall back to id, as DRF's OrderingFilter ignores invalid fields. */
+    static const rx_ordering orderings[] = {
+        {"sale_time", "s.sale_time ASC, s.id ASC"},
+        {"-sale_time", "s.sale_time DESC, s.id ASC"},
+        {"total_price", "s.total_price ASC, s.id ASC"},
+        {"-total_price", "s.total_price DESC, s.id ASC"},
+        {"quantity", "s.quantity ASC, s.id ASC"},
+        {"-quantity", "s.quantity DESC, s.id ASC"},
+        {"-id", "s.id DESC"},
+    };
+    rx_list *l = rx_list_new(req, INV_SALE_COLS, "sales s");
+    /* The scope, or a super admin's ?pharmacy=: at most one of them. */
+    int64_t only = scope != RX_SCOPE_ALL ? scope : pharmacy;
+    if (only != 0)
+        rx_list_where(l, "s.pharmacy_id = $?", RX_INT(only));
+    if (item != 0)
+        rx_list_where(l, "s.inventory_item_id = $?", RX_INT(item));
+    if (after != NULL)
+        rx_list_where(l, "s.sale_time >= $?::timestamptz", RX_TEXT(after));
+    if (before != NULL)
+        rx_list_where(l, "s.sale_time <= $?::timestamptz", RX_TEXT(before));
+    rx_list_order(l, orderings, sizeof(orderings) / sizeof(orderings[0]), "s.id ASC");
+    if (rx_list_run(l, rx_reply_rows_page, limit, offset) != 0)
         inv_reply_server_error(req);
 }
 

@@ -741,6 +741,52 @@ class Sales(InvCase):
                          [s1["id"], s2["id"], s3["id"]])
         self.assertEqual(ids(self.req("GET", "/api/sales/?pharmacy=%d" % self.pb, key=kc)),
                          [s1["id"], s2["id"], s3["id"]])
+        # every ordering both ways, ties broken by id ascending; only the first
+        # term counts, and an unknown one means id order
+        s4 = self.sale(kc, quantity=3, total_price="1.00", sale_time="2026-02-01T10:00:00Z")
+        s5 = self.sale(kc, inventory_item=i2["id"], quantity=3, total_price="9.00",
+                       sale_time="2026-01-01T10:00:00Z")
+        n1, n2, n3, n4, n5 = (x["id"] for x in (s1, s2, s3, s4, s5))
+        for ordering, expected in (
+                ("sale_time", [n1, n5, n2, n4, n3]),
+                ("-sale_time", [n3, n2, n4, n1, n5]),
+                ("total_price", [n4, n1, n2, n3, n5]),
+                ("-total_price", [n5, n1, n2, n3, n4]),
+                ("quantity", [n1, n2, n3, n4, n5]),
+                ("-quantity", [n4, n5, n1, n2, n3]),
+                ("-quantity,sale_time", [n4, n5, n1, n2, n3]),
+                ("-id", [n5, n4, n3, n2, n1]),
+                ("id", [n1, n2, n3, n4, n5]),
+                ("bogus,-id", [n1, n2, n3, n4, n5]),
+                ("", [n1, n2, n3, n4, n5])):
+            r = self.req("GET", "/api/sales/?ordering=" + ordering, key=kc)
+            self.assertEqual(ids(r), expected, ordering)
+            self.assertEqual(r.header("x-total-count"), "5", ordering)
+        r = self.req("GET", "/api/sales/?inventory_item=%d&ordering=-sale_time" % i2["id"], key=kc)
+        self.assertEqual(ids(r), [n2, n5])
+        self.assertEqual(r.header("x-total-count"), "2")
+        r = self.req("GET", "/api/sales/?sale_time_before=2026-01-31&ordering=-total_price", key=kc)
+        self.assertEqual(ids(r), [n5, n1])
+        self.assertEqual(r.header("x-total-count"), "2")
+        r = self.req("GET", "/api/sales/?pharmacy=%d&inventory_item=%d&sale_time_after=2026-01-15"
+                     % (pc, i2["id"]), token=self.admin)
+        self.assertEqual(ids(r), [n2])
+        self.assertEqual(r.header("x-total-count"), "1")
+        r = self.req("GET", "/api/sales/?page_size=2&page=2&ordering=-id", key=kc)
+        self.assertEqual(ids(r), [n3, n2])
+        self.assertEqual(r.header("x-total-count"), "5")
+        self.assertIn('rel="next"', r.header("link", ""))
+        self.assertIn('rel="prev"', r.header("link", ""))
+        r = self.req("GET", "/api/sales/?page_size=2&page=3&ordering=-id", key=kc)
+        self.assertEqual(ids(r), [n1])
+        r = self.req("GET", "/api/sales/?page_size=2&page=4", key=kc)
+        self.assertEqual(r.status, 404, r)
+        self.assertEqual(r.json(), {"detail": "Invalid page.", "code": "not_found"})
+        # a super admin's ?pharmacy= of a pharmacy without sales: an empty page
+        r = self.req("GET", "/api/sales/?pharmacy=%d" % self._pharmacy(), token=self.admin)
+        self.assertEqual(r.status, 200, r)
+        self.assertEqual(r.json(), [])
+        self.assertEqual(r.header("x-total-count"), "0")
 
 
 # ==========================================================================
