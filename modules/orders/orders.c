@@ -619,9 +619,11 @@ static void ord_list(rx_req *req)
     if (ref != NULL && *ref == '\0')
         ref = NULL;
     /* ?pharmacy= narrows a super admin's view; everyone else is scoped already. */
-    rx_param pharmacy = RX_NULL;
+    int64_t sp = rx_scope_pharmacy(req), su = rx_scope_user(req);
+    bool has_pharmacy = false;
+    int64_t pharmacy = 0;
     const char *ph = rx_req_query(req, "pharmacy");
-    if (ph != NULL && *ph != '\0' && rx_scope_pharmacy(req) == RX_SCOPE_ALL) {
+    if (ph != NULL && *ph != '\0' && sp == RX_SCOPE_ALL) {
         size_t n = strlen(ph);
         if (n > 18 || strspn(ph, "0123456789") != n) {
             rx_reply_invalid_field(
@@ -629,33 +631,36 @@ static void ord_list(rx_req *req)
                 "Select a valid choice. That choice is not one of the available choices.");
             return;
         }
-        pharmacy = RX_INT(strtoll(ph, NULL, 10));
+        has_pharmacy = true;
+        pharmacy = strtoll(ph, NULL, 10);
     }
     /* ?ordering=a,b: the first term decides, id breaks ties; unknown terms
      * fall back to id, as DRF's OrderingFilter ignores invalid fields. */
-    const char *oq = rx_req_query(req, "ordering");
-    char *ord = oq ? rx_req_strdup(req, oq) : NULL;
-    if (ord != NULL)
-        ord[strcspn(ord, ",")] = '\0';
-    if (rx_db(
-            req, list_done,
-            "SELECT " ORD_COLS ", count(*) OVER () AS total_count FROM orders o"
-            " WHERE " ORD_SCOPE(
-                "$1",
-                "$2") " AND ($3::text IS NULL OR o.status = $3::text)"
-                      "   AND ($4::text IS NULL OR o.order_reference = $4::text)"
-                      "   AND ($5::bigint IS NULL OR o.pharmacy_id = $5::bigint)"
-                      " ORDER BY CASE WHEN $6::text = 'created_at' THEN o.created_at END ASC,"
-                      "          CASE WHEN $6::text = '-created_at' THEN o.created_at END DESC,"
-                      "          CASE WHEN $6::text = 'updated_at' THEN o.updated_at END ASC,"
-                      "          CASE WHEN $6::text = '-updated_at' THEN o.updated_at END DESC,"
-                      "          CASE WHEN $6::text = 'total_amount' THEN o.total_amount END ASC,"
-                      "          CASE WHEN $6::text = '-total_amount' THEN o.total_amount END DESC,"
-                      "          CASE WHEN $6::text = '-id' THEN o.id END DESC,"
-                      "          o.id ASC"
-                      " LIMIT $7 OFFSET $8",
-            RX_INT(rx_scope_pharmacy(req)), RX_INT(rx_scope_user(req)), RX_TEXT(status),
-            RX_TEXT(ref), pharmacy, RX_TEXT(ord ? ord : ""), RX_INT(limit), RX_INT(offset)) != 0)
+    static const rx_ordering orderings[] = {
+        {"created_at", "o.created_at ASC, o.id ASC"},
+        {"-created_at", "o.created_at DESC, o.id ASC"},
+        {"updated_at", "o.updated_at ASC, o.id ASC"},
+        {"-updated_at", "o.updated_at DESC, o.id ASC"},
+        {"total_amount", "o.total_amount ASC, o.id ASC"},
+        {"-total_amount", "o.total_amount DESC, o.id ASC"},
+        {"-id", "o.id DESC"},
+    };
+    rx_list *l = rx_list_new(req, ORD_COLS, "orders o");
+    /* ORD_SCOPE, one condition per restriction: no pharmacy scope (NONE)
+     * with a user scope means "own rows only", decided by the user alone;
+     * otherwise any scope but ALL restricts the pharmacy (NONE: no row). */
+    if (sp != RX_SCOPE_ALL && !(sp == RX_SCOPE_NONE && su > 0))
+        rx_list_where(l, "o.pharmacy_id = $?", RX_INT(sp));
+    if (su != RX_SCOPE_ALL)
+        rx_list_where(l, "o.user_id = $?", RX_INT(su));
+    if (status != NULL)
+        rx_list_where(l, "o.status = $?", RX_TEXT(status));
+    if (ref != NULL)
+        rx_list_where(l, "o.order_reference = $?", RX_TEXT(ref));
+    if (has_pharmacy)
+        rx_list_where(l, "o.pharmacy_id = $?", RX_INT(pharmacy));
+    rx_list_order(l, orderings, sizeof(orderings) / sizeof(orderings[0]), "o.id ASC");
+    if (rx_list_run(l, list_done, limit, offset) != 0)
         reply_server_error(req);
 }
 

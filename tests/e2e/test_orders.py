@@ -495,6 +495,17 @@ class ListTest(OrdersCase):
         self.assertEqual(self.refs("/api/orders/?status=nope")[0], [])
         self.assertEqual(self.refs("/api/orders/?order_reference=L-2")[0], ["L-2"])
         self.assertEqual(self.refs("/api/orders/?order_reference=L-2&status=confirmed")[0], [])
+        refs, r = self.refs("/api/orders/?status=pending&ordering=-id")
+        self.assertEqual(refs, ["L-2", "L-0"])
+        self.assertEqual(r.header("x-total-count"), "2")
+        refs, r = self.refs("/api/orders/?pharmacy=%d&status=pending" % self.pc, token=S.admin)
+        self.assertEqual(refs, ["L-0", "L-2"])
+        self.assertEqual(r.header("x-total-count"), "2")
+        refs, r = self.refs("/api/orders/?pharmacy=%d&order_reference=L-3" % self.pc, token=S.admin)
+        self.assertEqual(refs, ["L-3"])
+        self.assertEqual(r.header("x-total-count"), "1")
+        refs, r = self.refs("/api/orders/?status=nope")
+        self.assertEqual(r.header("x-total-count"), "0")
 
     def test_ordering(self):
         self.assertEqual(self.refs("/api/orders/?ordering=total_amount")[0], ["L-3", "L-1", "L-2", "L-0"])
@@ -504,6 +515,38 @@ class ListTest(OrdersCase):
         self.assertEqual(self.refs("/api/orders/?ordering=updated_at")[0], ["L-0", "L-2", "L-1", "L-3"])
         self.assertEqual(self.refs("/api/orders/?ordering=-updated_at")[0], ["L-3", "L-1", "L-2", "L-0"])
         self.assertEqual(self.refs("/api/orders/?ordering=bogus")[0], ["L-0", "L-1", "L-2", "L-3"])
+        self.assertEqual(self.refs("/api/orders/?ordering=-id")[0], ["L-3", "L-2", "L-1", "L-0"])
+        self.assertEqual(self.refs("/api/orders/?ordering=id")[0], ["L-0", "L-1", "L-2", "L-3"])
+        self.assertEqual(self.refs("/api/orders/?ordering=bogus,-id")[0], ["L-0", "L-1", "L-2", "L-3"])
+        refs, r = self.refs("/api/orders/?ordering=-total_amount,created_at&page_size=2&page=2")
+        self.assertEqual(refs, ["L-1", "L-3"])
+        self.assertEqual(r.header("x-total-count"), "4")
+
+    def test_ordering_ties_by_id(self):
+        pd = make_pharmacy()
+        kd = make_key(pd)
+        ids = []
+        for n, price in enumerate(("7.00", "7.00", "3.00", "7.00")):
+            r = call("POST", "/api/orders/", {"order_reference": "T-%d" % n, "items": [item(price=price)],
+                                              "total_amount": price}, key=kd)
+            self.assertEqual(r.status, 201, r)
+            ids.append(r.json()["id"])
+        # T-3 first in time, T-0 and T-2 at the same moment, T-1 last
+        sql("UPDATE orders SET created_at = '2026-01-02T00:00:00Z', updated_at = '2026-01-02T00:00:00Z'"
+            " WHERE id IN (%d, %d)" % (ids[0], ids[2]))
+        sql("UPDATE orders SET created_at = '2026-01-01T00:00:00Z', updated_at = '2026-01-03T00:00:00Z'"
+            " WHERE id = %d" % ids[3])
+        sql("UPDATE orders SET created_at = '2026-01-03T00:00:00Z', updated_at = '2026-01-02T00:00:00Z'"
+            " WHERE id = %d" % ids[1])
+        for ordering, expected in (("total_amount", ["T-2", "T-0", "T-1", "T-3"]),
+                                   ("-total_amount", ["T-0", "T-1", "T-3", "T-2"]),
+                                   ("created_at", ["T-3", "T-0", "T-2", "T-1"]),
+                                   ("-created_at", ["T-1", "T-0", "T-2", "T-3"]),
+                                   ("updated_at", ["T-0", "T-1", "T-2", "T-3"]),
+                                   ("-updated_at", ["T-3", "T-0", "T-1", "T-2"])):
+            refs, r = self.refs("/api/orders/?ordering=" + ordering, key=kd)
+            self.assertEqual(refs, expected, ordering)
+            self.assertEqual(r.header("x-total-count"), "4", ordering)
 
     def test_paging(self):
         refs, r = self.refs("/api/orders/?page_size=3")
@@ -525,6 +568,10 @@ class ListTest(OrdersCase):
         # Ignored for everyone else: a key of A asking for C still sees only A's.
         refs, _ = self.refs("/api/orders/?pharmacy=%d&page_size=1000" % self.pc, key=S.ka)
         self.assertFalse(set(refs) & {"L-0", "L-1", "L-2", "L-3"}, refs)
+        # digits are accepted as they are; no pharmacy 0 has orders
+        refs, r = self.refs("/api/orders/?pharmacy=0", token=S.admin)
+        self.assertEqual(refs, [])
+        self.assertEqual(r.header("x-total-count"), "0")
         r = call("GET", "/api/orders/?pharmacy=abc", token=S.admin)
         self.assertInvalid(r, invalid("pharmacy", "Select a valid choice. That choice is not one of "
                                                   "the available choices."))
@@ -654,6 +701,13 @@ class ScopeTest(OrdersCase):
         r = call("GET", "/api/orders/", token=S.user)
         self.assertEqual([x["id"] for x in r.json()], [int(own)])
         self.assertEqual(r.json()[0]["user"], S.user_id)
+        self.assertEqual(r.header("x-total-count"), "1")
+        r = call("GET", "/api/orders/?status=pending&ordering=-id", token=S.user)
+        self.assertEqual([x["id"] for x in r.json()], [int(own)])
+        self.assertEqual(call("GET", "/api/orders/?status=confirmed", token=S.user).json(), [])
+        # their ?pharmacy= is ignored (a pharmacy scope of none is not "all")
+        r = call("GET", "/api/orders/?pharmacy=%d" % S.pa, token=S.user)
+        self.assertEqual([x["id"] for x in r.json()], [int(own)])
         self.assertEqual(call("GET", "/api/orders/%s/" % own, token=S.user).status, 200)
         # and nobody's pharmacy scope reaches it
         self.assertEqual(call("GET", "/api/orders/%s/" % own, key=S.ka).status, 404)
