@@ -168,16 +168,18 @@ static void wh_list(rx_req *req)
         return;
     }
     json_decref(errs);
-    if (rx_db(req, rx_reply_rows_page,
-              "SELECT " WH_COLS ", count(*) OVER () AS total_count FROM webhook_events w"
-              " WHERE ($1::bigint = 0 OR w.pharmacy_id = $1)"
-              "   AND ($2::bigint = 0 OR w.pharmacy_id = $2)"
-              "   AND ($3::boolean IS NULL OR w.processed = $3)"
-              "   AND ($4::text IS NULL OR w.event_type = $4)"
-              " ORDER BY w.id LIMIT $5 OFFSET $6",
-              RX_INT(scope(req)), RX_INT(pharmacy),
-              processed < 0 ? RX_NULL : RX_BOOL(processed == 1), RX_TEXT(type), RX_INT(limit),
-              RX_INT(offset)) != 0)
+    rx_list *l = rx_list_new(req, WH_COLS, "webhook_events w");
+    /* The scope, or a super admin's ?pharmacy=: at most one of them. */
+    int64_t only = scope(req) != RX_SCOPE_ALL ? scope(req) : pharmacy;
+    if (only != 0)
+        rx_list_where(l, "w.pharmacy_id = $?", RX_INT(only));
+    if (processed >= 0)
+        rx_list_where(l, "w.processed = $?", RX_BOOL(processed == 1));
+    if (type != NULL)
+        rx_list_where(l, "w.event_type = $?", RX_TEXT(type));
+    /* Always in arrival order: this list has no ?ordering=. */
+    rx_list_order(l, NULL, 0, "w.id ASC");
+    if (rx_list_run(l, rx_reply_rows_page, limit, offset) != 0)
         wh_reply_server_error(req);
 }
 

@@ -390,6 +390,22 @@ class TestRoutes(WebhookCase):
         self.assertEqual(len(r.json()), 2, r)
         self.assertEqual(r.header("x-total-count"), "3")
         self.assertEqual(self.req("GET", "/api/webhook-events/?page=9", key=self.key).status, 404)
+        r = self.req("GET", "/api/webhook-events/?page_size=2&page=2", key=self.key)
+        self.assertEqual([e["id"] for e in r.json()], [c["id"]])
+        self.assertEqual(r.header("x-total-count"), "3")
+        self.assertIn('rel="prev"', r.header("link", ""))
+        # always in arrival order: there is no ?ordering= here
+        self.assertEqual(ids("", key=self.key), [a["id"], b["id"], c["id"]])
+        self.assertEqual(ids("?ordering=-id", key=self.key), [a["id"], b["id"], c["id"]])
+        self.assertEqual(ids("?processed=1", key=self.key), [b["id"]])
+        self.assertEqual(ids("?processed=FALSE&ordering=-id", key=self.key), [a["id"], c["id"]])
+        r = self.req("GET", "/api/webhook-events/?processed=false", key=self.key)
+        self.assertEqual(r.header("x-total-count"), "2")
+        r = self.req("GET", "/api/webhook-events/?processed=0&pharmacy=%d" % self.ph, token=self.admin)
+        self.assertEqual([e["id"] for e in r.json()], [a["id"], c["id"]])
+        self.assertEqual(r.header("x-total-count"), "2")
+        # a key's ?pharmacy= is ignored
+        self.assertEqual(ids("?pharmacy=%d" % self.ph2, key=self.key), [a["id"], b["id"], c["id"]])
 
     def test_update(self):
         ev = self.send(self.key, "custom.thing", {"x": 1})
