@@ -334,24 +334,23 @@ static void pharm_list(rx_req *req)
         search = NULL;
     /* ?ordering=a,b: the first term decides, id breaks ties; unknown terms
      * fall back to id, as DRF's OrderingFilter ignores invalid fields. */
-    const char *oq = rx_req_query(req, "ordering");
-    char *ord = oq ? rx_req_strdup(req, oq) : NULL;
-    if (ord != NULL)
-        ord[strcspn(ord, ",")] = '\0';
-    if (rx_db(req, rx_reply_rows_page,
-              "SELECT " PHARM_COLS ", count(*) OVER () AS total_count FROM pharmacies"
-              " WHERE ($1::bigint = 0 OR id = $1)"
-              "   AND ($2::boolean IS NULL OR is_active = $2)"
-              "   AND ($3::text IS NULL OR strpos(lower(name), lower($3)) > 0)"
-              " ORDER BY CASE WHEN $4::text = 'name' THEN name END ASC,"
-              "          CASE WHEN $4::text = '-name' THEN name END DESC,"
-              "          CASE WHEN $4::text = 'created_at' THEN created_at END ASC,"
-              "          CASE WHEN $4::text = '-created_at' THEN created_at END DESC,"
-              "          CASE WHEN $4::text = '-id' THEN id END DESC,"
-              "          id ASC"
-              " LIMIT $5 OFFSET $6",
-              RX_INT(rx_scope_pharmacy(req)), bool_param(active), RX_TEXT(search),
-              RX_TEXT(ord ? ord : ""), RX_INT(limit), RX_INT(offset)) != 0)
+    static const rx_ordering orderings[] = {
+        {"name", "name ASC, id ASC"},
+        {"-name", "name DESC, id ASC"},
+        {"created_at", "created_at ASC, id ASC"},
+        {"-created_at", "created_at DESC, id ASC"},
+        {"-id", "id DESC"},
+    };
+    rx_list *l = rx_list_new(req, PHARM_COLS, "pharmacies");
+    int64_t scope = rx_scope_pharmacy(req);
+    if (scope != RX_SCOPE_ALL)
+        rx_list_where(l, "id = $?", RX_INT(scope));
+    if (active >= 0)
+        rx_list_where(l, "is_active = $?", RX_BOOL(active == 1));
+    if (search != NULL)
+        rx_list_where(l, "strpos(lower(name), lower($?::text)) > 0", RX_TEXT(search));
+    rx_list_order(l, orderings, sizeof(orderings) / sizeof(orderings[0]), "id ASC");
+    if (rx_list_run(l, rx_reply_rows_page, limit, offset) != 0)
         rx_reply_error(req, 500, "error", "A server error occurred.");
 }
 

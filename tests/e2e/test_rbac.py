@@ -461,6 +461,47 @@ class Matrix(RbacCase):
         r = self.req("GET", "/api/pharmacies/%d/" % t.B["id"], token=self.admin)
         self.assertEqual(r.status, 200, r)
         self.assertPharmacy(r.json(), id=t.B["id"], webhook_url="https://b.example.com/hook")
+        # filters and orderings, on this test's own pharmacies (found by ?search=)
+        tag = uid()
+        n1 = self.make_pharmacy("B %s" % tag)["id"]
+        n2 = self.make_pharmacy("A %s" % tag, is_active=False)["id"]
+        n3 = self.make_pharmacy("C %s" % tag)["id"]
+        n4 = self.make_pharmacy("A %s" % tag)["id"]
+        tbl = self.table("pharmacies", "pharmacies_pharmacy")
+        for when, ids_ in (("2026-01-01T00:00:00Z", (n4,)), ("2026-01-02T00:00:00Z", (n1, n3)),
+                           ("2026-01-03T00:00:00Z", (n2,))):
+            self.sql("UPDATE %s SET created_at = '%s' WHERE id IN (%s)"
+                     % (tbl, when, ", ".join(str(i) for i in ids_)))
+
+        def listed(query):
+            r = self.req("GET", "/api/pharmacies/?search=%s%s" % (tag.upper(), query), token=self.admin)
+            self.assertEqual(r.status, 200, r)
+            return [p["id"] for p in r.json()], r.header("x-total-count")
+        for query, expected in (("", [n1, n2, n3, n4]),
+                                ("&ordering=name", [n2, n4, n1, n3]),
+                                ("&ordering=-name", [n3, n1, n2, n4]),
+                                ("&ordering=-name,id", [n3, n1, n2, n4]),
+                                ("&ordering=created_at", [n4, n1, n3, n2]),
+                                ("&ordering=-created_at", [n2, n1, n3, n4]),
+                                ("&ordering=-id", [n4, n3, n2, n1]),
+                                ("&ordering=id", [n1, n2, n3, n4]),
+                                ("&ordering=bogus,-name", [n1, n2, n3, n4]),
+                                ("&is_active=maybe", [n1, n2, n3, n4])):
+            self.assertEqual(listed(query), (expected, "4"), query)
+        self.assertEqual(listed("&is_active=false"), ([n2], "1"))
+        self.assertEqual(listed("&is_active=0"), ([n2], "1"))
+        self.assertEqual(listed("&is_active=TRUE&ordering=-name"), ([n3, n1, n4], "3"))
+        self.assertEqual(listed("&is_active=1&ordering=name&page_size=2&page=2"), ([n3], "3"))
+        r = self.req("GET", "/api/pharmacies/?search=%s&page_size=2&page=3" % tag, token=self.admin)
+        self.assertEqual(r.status, 404, r)
+        self.assertEqual(listed("x-none"), ([], "0"))
+        # a pharmacy admin's filters apply within their own pharmacy only
+        r = self.req("GET", "/api/pharmacies/?search=%s" % tag, token=t.pa["access"])
+        self.assertEqual((r.json(), r.header("x-total-count")), ([], "0"))
+        r = self.req("GET", "/api/pharmacies/?is_active=true&ordering=-id", token=t.pa["access"])
+        self.assertEqual([p["id"] for p in r.json()], [t.A["id"]])
+        r = self.req("GET", "/api/pharmacies/?is_active=false", key=t.key_a)
+        self.assertEqual(r.json(), [])
 
     def test_pharmacy_create_validation_and_defaults(self):
         ph = self.table("pharmacies", "pharmacies_pharmacy")
