@@ -95,6 +95,10 @@ bool auth_redis_failed(rx_req *req, int err, const rx_redis_reply *r);
 #define AUTH_USER_COLS                                                                             \
     "u.id, u.username, u.email, u.phone, u.profile_picture, u.address, u.role, u.status,"          \
     " u.email_verified, u.phone_verified, u.created_at, u.gender, u.date_of_birth, u.pharmacy_id"
+/* What a statement that issues tokens returns: the user and the session
+ * generation the tokens will carry, read in the statement that records the
+ * refresh token (auth_tokens_body refuses a row without it). */
+#define AUTH_SESSION_COLS AUTH_USER_COLS ", u.token_generation"
 void auth_reply_unique(rx_req *req, const rx_rows *rows);
 
 /* passwords.c */
@@ -106,6 +110,9 @@ const char *auth_pw_dummy(void); /* thread pool only: may hash */
 typedef struct auth_claims {
     char jti[37], fam[37], typ[8], role[32];
     int64_t user_id, pharmacy_id, iat, exp;
+    /* The user's session generation when the token was issued (claim "gen",
+     * migration 003), or -1 for a token signed before it existed. */
+    int64_t gen;
 } auth_claims;
 int auth_jwt_init(rx_module *m);
 char *auth_jwt_sign(const auth_claims *c); /* caller frees */
@@ -113,6 +120,10 @@ int auth_jwt_verify(const char *tok, const char *typ, auth_claims *out);
 /* auth_jwt_verify through this worker's cache of tokens it verified before
  * (jwt.c explains why that is safe); for tokens presented again and again. */
 int auth_jwt_verify_cached(const char *tok, const char *typ, auth_claims *out);
+/* Whether a token outlives the user's last revocation: its generation is not
+ * older than the user's (gen), or, for a token without one, its iat is after
+ * the whole second of tokens_valid_after (valid_after_s, 0 if never set). */
+bool auth_token_current(const auth_claims *cl, int64_t gen, int64_t valid_after_s);
 int auth_jwt_cache_start(void); /* at init, before workers start */
 void auth_jwt_cache_stop(void); /* at stop, after workers exited */
 

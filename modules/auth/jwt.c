@@ -3,7 +3,8 @@
  * NULL key and trusts the token's "alg". So: the header is read first to pick
  * the key by "kid" and to refuse anything but HS256, a key is always given,
  * the algorithm is checked again after decoding, and every claim (exp, nbf,
- * iat, iss, aud, jti, typ) is checked here. The bearer hook goes through a
+ * iat, iss, aud, jti, typ) is checked here; "gen" (the session generation,
+ * absent from tokens signed before it existed) is read for tokens.c. The bearer hook goes through a
  * per-worker cache of tokens already verified (auth_jwt_verify_cached, below).
  */
 #include "auth.h"
@@ -78,6 +79,8 @@ char *auth_jwt_sign(const auth_claims *c)
         rc |= jwt_add_grant_int(j, "pharmacy_id", (long)c->pharmacy_id);
     if (c->fam[0])
         rc |= jwt_add_grant(j, "fam", c->fam);
+    if (c->gen >= 0)
+        rc |= jwt_add_grant_int(j, "gen", (long)c->gen);
     if (rc == 0)
         out = jwt_encode_str(j);
     jwt_free(j);
@@ -152,6 +155,21 @@ static int verify(const char *tok, const char *typ, auth_claims *out, int64_t *n
     copy_grant(j, "fam", out->fam, sizeof out->fam);
     long ph = jwt_get_grant_int(j, "pharmacy_id");
     out->pharmacy_id = ph > 0 ? ph : 0;
+    /* A present generation must be a JSON integer >= 0: anything else is
+     * refused rather than read as "older token" (libjwt's int getter reads
+     * some non-integers as numbers, so the JSON is checked here). */
+    char *gtxt = jwt_get_grants_json(j, "gen");
+    int64_t gen = -1;
+    if (gtxt != NULL) {
+        json_t *g = json_loads(gtxt, JSON_DECODE_ANY, NULL);
+        bool good = json_is_integer(g) && json_integer_value(g) >= 0;
+        gen = good ? (int64_t)json_integer_value(g) : -1;
+        json_decref(g);
+        free(gtxt);
+        if (!good)
+            goto out;
+    }
+    out->gen = gen;
     out->user_id = uid;
     out->iat = iat;
     out->exp = exp;
@@ -168,6 +186,16 @@ int auth_jwt_verify(const char *tok, const char *typ, auth_claims *out)
     return verify(tok, typ, out, &nbf);
 }
 
+/* tokens.c explains the generation; the fallback for older tokens refuses
+ * the whole second of the revocation, which the old rule (iat >= that
+ * second) let through. */
+bool auth_token_current(const auth_claims *cl, int64_t gen, int64_t valid_after_s)
+{
+    if (cl->gen >= 0)
+        return cl->gen >= gen;
+    return cl->iat > valid_after_s;
+}
+
 /* ---- per-worker cache of verified tokens ----
  *
  * A client sends the same access token with every request for its whole
@@ -176,8 +204,10 @@ int auth_jwt_verify(const char *tok, const char *typ, auth_claims *out)
  * So each worker thread remembers the claims of tokens it has verified, keyed
  * by the whole token string: a hit skips only the signature check and the
  * claim parsing. What follows verification in the hook (the Redis denylist
- * and user_off look-up, the user's status and tokens_valid_after) still runs
- * on every request, so revocation is as quick as before.
+ * and user_off look-up, the user's status and session generation, or
+ * tokens_valid_after for a token without one) still runs on every request,
+ * so revocation is as quick as before: the cached claims include the
+ * token's generation, which never changes for a given token string.
  *
  * Why the cache cannot outlive a check:
  * - An entry is made only after verify() accepted the token, and a hit needs

@@ -90,17 +90,22 @@ static void verify_done(rx_req *req, void *arg)
     }
     auth_session_new(c, NULL);
     json_object_set_new(meta, "success", json_true());
+    /* The tokens carry the session generation this UPDATE returns, which
+     * waits for (and then sees) a revocation committing meanwhile; the
+     * password_hash test keeps a password that a reset replaced since it was
+     * verified from getting a session of the new generation. */
     rx_db(req, logged_in,
           "WITH usr AS (UPDATE users u SET failed_login_attempts = 0, locked_until = NULL,"
           "                               last_login = now()"
           "              WHERE u.id = $3 AND u.status = 'ACTIVE' AND u.deleted_at IS NULL"
-          "              RETURNING " AUTH_USER_COLS "),"
+          "                AND u.password_hash = $8"
+          "              RETURNING " AUTH_SESSION_COLS "),"
           " ins AS (INSERT INTO refresh_tokens (jti, user_id, family, expires_at)"
           "         SELECT $4::uuid, id, $5::uuid, to_timestamp($6) FROM usr),"
           " a AS (" AUTH_AUDIT_INSERT "SELECT id, 'LOGIN', $1, $2, $7::jsonb FROM usr)"
           " SELECT * FROM usr",
           RX_TEXT(auth_ip(req)), RX_TEXT(auth_ua(req)), RX_INT(c->user_id), RX_TEXT(c->jti),
-          RX_TEXT(c->fam), RX_INT(c->iat + auth_cfg.refresh_ttl), RX_JSON(meta));
+          RX_TEXT(c->fam), RX_INT(c->iat + auth_cfg.refresh_ttl), RX_JSON(meta), RX_TEXT(c->hash));
     json_decref(meta);
 }
 

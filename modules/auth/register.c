@@ -42,7 +42,7 @@ static void email_hashed(rx_req *req, void *arg)
     /* The username defaults to the address, unique ignoring case like it. */
     rx_db(req, email_created,
           "WITH usr AS (INSERT INTO users AS u (username, email, password_hash)"
-          "             VALUES (left($3, 150), $3, $4) RETURNING " AUTH_USER_COLS "),"
+          "             VALUES (left($3, 150), $3, $4) RETURNING " AUTH_SESSION_COLS "),"
           " ins AS (INSERT INTO refresh_tokens (jti, user_id, family, expires_at)"
           "         SELECT $5::uuid, id, $6::uuid, to_timestamp($7) FROM usr),"
           " a AS (" AUTH_AUDIT_INSERT "SELECT id, 'REGISTER_EMAIL', $1, $2, $8::jsonb FROM usr)"
@@ -140,7 +140,7 @@ static void complete_hashed(rx_req *req, void *arg)
     rx_db(req, completed,
           "WITH usr AS (INSERT INTO users AS u (username, email, phone, password_hash, address,"
           "                                   email_verified, phone_verified, profile_picture)"
-          "             VALUES ($3, $4, $5, $6, $7, $8, $9, $10) RETURNING " AUTH_USER_COLS "),"
+          "             VALUES ($3, $4, $5, $6, $7, $8, $9, $10) RETURNING " AUTH_SESSION_COLS "),"
           " ins AS (INSERT INTO refresh_tokens (jti, user_id, family, expires_at)"
           "         SELECT $11::uuid, id, $12::uuid, to_timestamp($13) FROM usr),"
           " a AS (" AUTH_AUDIT_INSERT "SELECT id, 'REGISTER_COMPLETE', $1, $2, $14::jsonb FROM usr)"

@@ -3,10 +3,11 @@
  * account, answers the same for any well-formed address), password-reset/
  * confirm/ (a registration token from verify-otp whose identifier has an
  * account) and password-change/ (signed in, with the old password). A reset
- * revokes every refresh token of the user and, through
- * users.tokens_valid_after, every access token issued before it (the
- * authenticate hook reads it within auth.status_cache_ms); a change revokes
- * the other sessions' refresh tokens.
+ * revokes every refresh token of the user and, by moving the session
+ * generation (users.token_generation, with tokens_valid_after), every token
+ * issued before it, even in the same second (tokens.c; the authenticate hook
+ * reads it within auth.status_cache_ms); a change revokes the other
+ * sessions' refresh tokens.
  */
 #include "auth.h"
 
@@ -139,7 +140,8 @@ static void confirm_hashed(rx_req *req, void *arg)
     /* The code proved the address: it counts as verified from now on. */
     rx_db(req, confirm_saved,
           "WITH usr AS (UPDATE users SET password_hash = $5, failed_login_attempts = 0,"
-          "                 tokens_valid_after = date_trunc('second', now()),"
+          "                 tokens_valid_after = now(),"
+          "                 token_generation = token_generation + 1,"
           "                 locked_until = NULL, updated_at = now(),"
           "                 phone_verified = phone_verified OR $4 = 'phone',"
           "                 email_verified = email_verified OR $4 = 'email'"

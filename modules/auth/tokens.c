@@ -5,6 +5,20 @@
  * login); revoked access tokens live in Redis (auth:deny:<jti>) until they
  * expire, next to auth:user_off:<id>, which other modules set when a user is
  * deactivated or deleted, so the hook costs one Redis round trip.
+ *
+ * Revocation (password reset, admin change of role, pharmacy, status or
+ * password, deletion) adds one to users.token_generation in the statement
+ * that makes the change; the statement that issues tokens reads the
+ * generation and both tokens carry it (claim "gen"). A token is current while
+ * its generation is not older than the user's: one issued by a statement that
+ * did not see the revocation is refused, one issued after it is accepted,
+ * even within the same second (iat is whole seconds, and comparing the
+ * server's clock with the database's to the microsecond would be no better).
+ * Tokens signed before the claim existed fall back to iat against the whole
+ * second of tokens_valid_after and are refused when issued in that second or
+ * before (the old rule let that second through: this one is only stricter).
+ * Refresh tokens get the same test in the rotation statement, so a login
+ * racing a revocation cannot keep a refresh token whose access token died.
  */
 #include "auth.h"
 
@@ -30,6 +44,14 @@ json_t *auth_tokens_body(rx_req *req, auth_ctx *c, const rx_rows *rows, int row)
     int64_t ph = 0;
     rx_rows_int(rows, row, rx_rows_column(rows, "id"), &a.user_id);
     rx_rows_int(rows, row, rx_rows_column(rows, "pharmacy_id"), &ph);
+    /* A token without its generation would be judged by the old whole-second
+     * rule: an issuing statement that forgot the column is a bug, not a
+     * reason to issue weaker tokens. */
+    if (rx_rows_int(rows, row, rx_rows_column(rows, "token_generation"), &a.gen) != 0 ||
+        a.gen < 0) {
+        rx_log(auth_mod, RX_LOG_ERROR, "token issued without token_generation");
+        return NULL;
+    }
     const char *role = rx_rows_text(rows, row, rx_rows_column(rows, "role"));
     snprintf(a.role, sizeof a.role, "%s", role ? role : "REGISTERED_USER");
     a.pharmacy_id = ph;
@@ -74,7 +96,8 @@ void auth_reply_tokens(rx_req *req, auth_ctx *c, const rx_rows *rows, int row)
 #define STATUS_SLOTS 1024
 typedef struct status_slot {
     int64_t user_id, checked_ms;
-    int64_t valid_after; /* unix seconds; tokens issued before are refused */
+    int64_t gen;         /* users.token_generation */
+    int64_t valid_after; /* whole unix seconds of tokens_valid_after, or 0 */
     bool ok;
 } status_slot;
 static __thread status_slot status_cache[STATUS_SLOTS];
@@ -126,17 +149,19 @@ static void status_read(rx_req *req, rx_rows *rows)
         return;
     }
     bool ok = false;
-    int64_t after = 0;
+    int64_t after = 0, gen = 0;
     if (rx_rows_count(rows) == 1) {
         rx_rows_bool(rows, 0, 0, &ok);
         rx_rows_int(rows, 0, 1, &after);
+        rx_rows_int(rows, 0, 2, &gen);
     }
     status_slot *s = &status_cache[(uint64_t)cl->user_id % STATUS_SLOTS];
     s->user_id = cl->user_id;
     s->checked_ms = now_ms();
     s->ok = ok;
     s->valid_after = after;
-    authn_finish(req, ok && cl->iat >= after);
+    s->gen = gen;
+    authn_finish(req, ok && auth_token_current(cl, gen, after));
 }
 
 static void authn_checked(rx_req *req, int err, const rx_redis_reply *r)
@@ -150,14 +175,19 @@ static void authn_checked(rx_req *req, int err, const rx_redis_reply *r)
         authn_finish(req, false);
         return;
     }
+    /* A token newer than the remembered generation proves the slot stale
+     * (the user's sessions were ended since): ask again rather than judge
+     * the user's other tokens by it for the rest of the interval. */
     const status_slot *s = &status_cache[(uint64_t)cl->user_id % STATUS_SLOTS];
-    if (s->user_id == cl->user_id && now_ms() - s->checked_ms < auth_cfg.status_cache_ms) {
-        authn_finish(req, s->ok && cl->iat >= s->valid_after);
+    if (s->user_id == cl->user_id && now_ms() - s->checked_ms < auth_cfg.status_cache_ms &&
+        cl->gen <= s->gen) {
+        authn_finish(req, s->ok && auth_token_current(cl, s->gen, s->valid_after));
         return;
     }
     if (rx_db(req, status_read,
               "SELECT status = 'ACTIVE' AND deleted_at IS NULL,"
-              "       COALESCE(floor(extract(epoch FROM tokens_valid_after)), 0)::bigint"
+              "       COALESCE(floor(extract(epoch FROM tokens_valid_after)), 0)::bigint,"
+              "       token_generation"
               "  FROM users WHERE id = $1",
               RX_INT(cl->user_id)) != 0)
         authn_unavailable(req);
@@ -243,12 +273,19 @@ static void refresh_step(rx_req *req)
     }
     auth_session_new(c, NULL);
     /* Rotation and reuse detection in one statement: a used token revokes its
-     * family and leaves a TOKEN_REUSE audit row. */
+     * family and leaves a TOKEN_REUSE audit row. A token older than the
+     * user's last revocation (auth_token_current's rule, $7 its generation or
+     * NULL, $8 its iat) is refused like a revoked row, without counting as
+     * reuse; the new pair carries the generation read here. */
     rx_db(req, refreshed,
           "WITH old AS ("
           "  UPDATE refresh_tokens SET used_at = now()"
           "   WHERE jti = $3::uuid AND user_id = $6 AND used_at IS NULL AND revoked_at IS NULL"
           "     AND expires_at > now()"
+          "     AND EXISTS (SELECT 1 FROM users u WHERE u.id = $6 AND CASE"
+          "           WHEN $7::bigint IS NULL THEN $8::bigint >"
+          "                COALESCE(floor(extract(epoch FROM u.tokens_valid_after)), 0)"
+          "           ELSE $7::bigint >= u.token_generation END)"
           "  RETURNING user_id, family),"
           " prev AS (SELECT user_id, family FROM refresh_tokens"
           "           WHERE jti = $3::uuid AND used_at IS NOT NULL),"
@@ -258,14 +295,15 @@ static void refresh_step(rx_req *req)
           " reuse AS (" AUTH_AUDIT_INSERT
           "  SELECT user_id, 'TOKEN_REUSE', $1, $2, jsonb_build_object('family', family)"
           "    FROM prev WHERE NOT EXISTS (SELECT 1 FROM old)),"
-          " usr AS (SELECT " AUTH_USER_COLS " FROM users u JOIN old ON u.id = old.user_id"
+          " usr AS (SELECT " AUTH_SESSION_COLS " FROM users u JOIN old ON u.id = old.user_id"
           "          WHERE u.status = 'ACTIVE' AND u.deleted_at IS NULL),"
           " ins AS (INSERT INTO refresh_tokens (jti, user_id, family, expires_at)"
           "  SELECT $4::uuid, usr.id, old.family, to_timestamp($5) FROM usr, old"
           "  RETURNING family)"
           " SELECT usr.*, ins.family::text AS family FROM usr, ins",
           RX_TEXT(auth_ip(req)), RX_TEXT(auth_ua(req)), RX_TEXT(cl.jti), RX_TEXT(c->jti),
-          RX_INT(c->iat + auth_cfg.refresh_ttl), RX_INT(cl.user_id));
+          RX_INT(c->iat + auth_cfg.refresh_ttl), RX_INT(cl.user_id),
+          cl.gen >= 0 ? RX_INT(cl.gen) : RX_NULL, RX_INT(cl.iat));
 }
 
 void auth_refresh(rx_req *req)

@@ -17,14 +17,12 @@
  * access token carries role and pharmacy, and a demoted admin must not keep
  * the old powers until it expires.
  *
- * auth compares a token's iat (whole seconds) with tokens_valid_after
- * rounded down, so a token issued in the same second as the change survives
- * it. For a new password that is not acceptable (whoever knew the old one
- * must lose the session), so it moves tokens_valid_after to the next whole
- * second: a login in that same second gets a token valid from the next one.
- * Role, pharmacy and status changes keep now(), so a user re-promoted and
- * logging in at once is not refused; status and deletion are enforced by
- * the status check and Redis key anyway.
+ * Ending the sessions means adding one to users.token_generation (and
+ * setting tokens_valid_after to now(), which only tokens from before the
+ * generation existed are compared with): auth's tokens carry the generation
+ * they were issued under, so every token issued before the change is
+ * refused and one issued after it is accepted, even within the same second
+ * (modules/auth/tokens.c).
  */
 #include "rbac.h"
 
@@ -88,10 +86,8 @@ const char rbac_update_sql[] =
     "                                   THEN u.failed_login_attempts ELSE 0 END,"
     "           locked_until = CASE WHEN $8::text IS NULL THEN u.locked_until END,"
     "           role = c.role, status = c.status, pharmacy_id = c.pharmacy_id,"
-    "           tokens_valid_after = CASE"
-    "               WHEN $8::text IS NOT NULL THEN date_trunc('second', now()) + interval '1 "
-    "second'"
-    "               WHEN c.ends THEN now() ELSE u.tokens_valid_after END,"
+    "           tokens_valid_after = CASE WHEN c.ends THEN now() ELSE u.tokens_valid_after END,"
+    "           token_generation = u.token_generation + CASE WHEN c.ends THEN 1 ELSE 0 END,"
     "           updated_at = now()"
     "          FROM c"
     "         WHERE u.id = c.id AND NOT (c.last_sa OR c.bad_pharmacy OR c.bad_ident)"
@@ -643,6 +639,7 @@ static void users_delete(rx_req *req)
           "                   AND NOT EXISTS (SELECT 1 FROM sa WHERE sa.id <> o.id) AS last_sa"
           "         FROM o),"
           " upd AS (UPDATE users u SET deleted_at = now(), tokens_valid_after = now(),"
+          "                            token_generation = u.token_generation + 1,"
           "                            updated_at = now()"
           "          FROM c WHERE u.id = c.id AND NOT c.last_sa"
           "         RETURNING u.id, u.email, u.phone),"

@@ -16,6 +16,8 @@
 
 #include "../auth.h"
 
+#include <jwt.h>
+
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -281,6 +283,87 @@ static void jwt_cache(void **state)
     }
 }
 
+/* A token signed with keys[0] whose "gen" grant is the JSON text `gen`. */
+static char *sign_with_gen(const auth_claims *c, const char *gen)
+{
+    jwt_t *j = NULL;
+    char *out = NULL, grants[256];
+    assert_int_equal(jwt_new(&j), 0);
+    assert_int_equal(
+        jwt_set_alg(j, JWT_ALG_HS256, auth_cfg.keys[0].bytes, (int)auth_cfg.keys[0].len), 0);
+    jwt_add_header(j, "kid", auth_cfg.keys[0].kid);
+    snprintf(grants, sizeof grants,
+             "{\"typ\":\"%s\",\"jti\":\"%s\",\"iss\":\"rxd\",\"aud\":\"rxd\","
+             "\"iat\":%lld,\"nbf\":%lld,\"exp\":%lld,\"user_id\":%lld,\"role\":\"%s\","
+             "\"gen\":%s}",
+             c->typ, c->jti, (long long)c->iat, (long long)c->iat, (long long)c->exp,
+             (long long)c->user_id, c->role, gen);
+    assert_int_equal(jwt_add_grants_json(j, grants), 0);
+    out = jwt_encode_str(j);
+    jwt_free(j);
+    assert_non_null(out);
+    return out;
+}
+
+static void session_generation(void **state)
+{
+    (void)state;
+    auth_claims c = claims("access"), out;
+    /* carried and read back, through the cache too */
+    c.gen = 5;
+    char *t = auth_jwt_sign(&c);
+    assert_non_null(t);
+    assert_int_equal(auth_jwt_verify(t, "access", &out), 0);
+    assert_int_equal(out.gen, 5);
+    for (int i = 0; i < 2; i++) {
+        memset(&out, 0, sizeof out);
+        assert_int_equal(auth_jwt_verify_cached(t, "access", &out), 0);
+        assert_int_equal(out.gen, 5);
+    }
+    free(t);
+    /* generation 0 is a generation, not "absent" */
+    c.gen = 0;
+    t = auth_jwt_sign(&c);
+    assert_int_equal(auth_jwt_verify(t, "access", &out), 0);
+    assert_int_equal(out.gen, 0);
+    free(t);
+    /* a token from before the claim: no "gen" grant, read as -1 */
+    c.gen = -1;
+    t = auth_jwt_sign(&c);
+    assert_null(strstr(t, "gen")); /* (base64 of the payload cannot spell it by chance here) */
+    assert_int_equal(auth_jwt_verify(t, "access", &out), 0);
+    assert_int_equal(out.gen, -1);
+    free(t);
+    /* a validly signed but malformed generation is refused, not taken as old */
+    const char *bad[] = {"-1", "\"7\"", "1.5", "null", "[1]"};
+    for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
+        t = sign_with_gen(&c, bad[i]);
+        if (auth_jwt_verify(t, "access", &out) == 0)
+            fail_msg("gen %s accepted", bad[i]);
+        free(t);
+    }
+    t = sign_with_gen(&c, "12");
+    assert_int_equal(auth_jwt_verify(t, "access", &out), 0);
+    assert_int_equal(out.gen, 12);
+    free(t);
+
+    /* the rule: a generation not older than the user's; else iat after the
+     * whole second of tokens_valid_after (that second itself refused) */
+    auth_claims n = claims("access");
+    n.gen = 3;
+    assert_true(auth_token_current(&n, 3, 0));
+    assert_true(auth_token_current(&n, 2, 0));
+    assert_false(auth_token_current(&n, 4, 0));
+    /* a current generation wins whatever the seconds say */
+    assert_true(auth_token_current(&n, 3, n.iat + 10));
+    auth_claims o = claims("access");
+    o.gen = -1;
+    assert_true(auth_token_current(&o, 99, 0));
+    assert_true(auth_token_current(&o, 99, o.iat - 1));
+    assert_false(auth_token_current(&o, 0, o.iat));
+    assert_false(auth_token_current(&o, 0, o.iat + 1));
+}
+
 static void set_key(int i, const char *secret, const char *kid)
 {
     auth_cfg.keys[i].bytes = (unsigned char *)strdup(secret);
@@ -300,10 +383,15 @@ int main(void)
     set_key(1, "fedcba9876543210fedcba9876543210-next", "bbbbbbbbbbbbbbbb");
     auth_cfg.nkeys = 2;
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(phones),       cmocka_unit_test(emails),
-        cmocka_unit_test(masking),      cmocka_unit_test(password_rules),
-        cmocka_unit_test(argon2),       cmocka_unit_test(jwt_round_trip_and_refusals),
-        cmocka_unit_test(key_rotation), cmocka_unit_test(jwt_cache),
+        cmocka_unit_test(phones),
+        cmocka_unit_test(emails),
+        cmocka_unit_test(masking),
+        cmocka_unit_test(password_rules),
+        cmocka_unit_test(argon2),
+        cmocka_unit_test(jwt_round_trip_and_refusals),
+        cmocka_unit_test(key_rotation),
+        cmocka_unit_test(jwt_cache),
+        cmocka_unit_test(session_generation),
     };
     if (auth_jwt_cache_start() != 0)
         return 1;
