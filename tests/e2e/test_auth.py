@@ -911,6 +911,74 @@ class Tokens(AuthCase):
         self.assertFieldError(r, "profile_picture")
         self.assertEqual(self.me(e["access"]).json()["profile_picture"], url)
 
+    def test_reset_ends_sessions_of_the_same_second_only(self):
+        """A login just before a password reset loses its tokens, a login just
+        after it keeps them, also when both happen within the same second (the
+        tokens' iat is whole seconds; their session generation is not)."""
+        same_second = 0
+        for _ in range(10):
+            e = self.register_email()
+            _, code = self.request_code(e["email"], path="/api/auth/password-reset/")
+            r = self.verify(e["email"], code)
+            self.assertEqual(r.status, 200, r)
+            tok = r.json()["registration_token"]
+            self.remember(tok)
+            new = new_password()
+            self.remember(new)
+            t0 = time.time()
+            old = self.assertTokens(self.login(e["email"], e["password"]))
+            r = self.post("/api/auth/password-reset/confirm/", {"registration_token": tok, "new_password": new})
+            self.assertEqual(r.status, 200, r)
+            fresh = self.assertTokens(self.login(e["email"], new))
+            t1 = time.time()
+            _, po = jwt_parts(old["access"])
+            _, pn = jwt_parts(fresh["access"])
+            self.assertIsInstance(pn.get("gen"), int, pn)
+            self.assertGreater(pn["gen"], po["gen"], (po, pn))
+            if po["iat"] == pn["iat"] and t1 - t0 < 1.0:
+                same_second += 1
+            self.assertEqual(self.me(fresh["access"]).status, 200)
+            self.assertError(self.me(old["access"]), 401, "token_not_valid")
+            self.assertError(self.me(e["access"]), 401, "token_not_valid")
+            self.assertEqual(self.me(fresh["access"]).status, 200)
+            self.assertError(self.post("/api/auth/token/refresh/", {"refresh": old["refresh"]}), 401,
+                             "token_not_valid")
+            r = self.assertTokens(self.post("/api/auth/token/refresh/", {"refresh": fresh["refresh"]}))
+            self.assertEqual(self.me(r["access"]).status, 200)
+            if same_second >= 3:
+                break
+        self.assertGreaterEqual(same_second, 1, "no iteration issued both logins within one second")
+
+    def test_tokens_without_generation_fall_back_to_whole_seconds(self):
+        """Tokens signed by an older rxd carry no "gen": they are judged by iat
+        against tokens_valid_after, and the second of the revocation itself is
+        refused (the old rule let it through)."""
+        e = self.register_email()
+        header, payload = jwt_parts(e["access"])
+        legacy = {k: v for k, v in payload.items() if k != "gen"}
+        self.assertEqual(self.me(jwt_make(header, legacy)).status, 200)
+        uid_ = e["user"]["id"]
+        gen = int(self.sql("SELECT token_generation FROM %s WHERE id = %d" % (af.USERS_TABLE, uid_)).strip())
+        # Set by hand, as an operator would: the generation moves with it.
+        self.sql("UPDATE %s SET tokens_valid_after = to_timestamp(%d.5) WHERE id = %d"
+                 % (af.USERS_TABLE, payload["iat"], uid_))
+        self.assertEqual(int(self.sql("SELECT token_generation FROM %s WHERE id = %d"
+                                      % (af.USERS_TABLE, uid_)).strip()), gen + 1)
+        time.sleep(1.1)  # past auth.status_cache_ms
+        self.assertError(self.me(e["access"]), 401, "token_not_valid")
+        self.assertError(self.me(jwt_make(header, legacy)), 401, "token_not_valid")
+        self.assertError(self.me(jwt_make(header, dict(legacy, iat=payload["iat"] - 1))), 401,
+                         "token_not_valid")
+        self.assertEqual(self.me(jwt_make(header, dict(legacy, iat=payload["iat"] + 1))).status, 200)
+        # legacy refresh tokens follow the same rule
+        rh, rp = jwt_parts(e["refresh"])
+        rlegacy = {k: v for k, v in rp.items() if k != "gen"}
+        self.assertError(self.post("/api/auth/token/refresh/", {"refresh": jwt_make(rh, rlegacy)}), 401,
+                         "token_not_valid")
+        fresh = self.assertTokens(self.login(e["email"], e["password"]))
+        self.assertEqual(jwt_parts(fresh["access"])[1]["gen"], gen + 1)
+        self.assertEqual(self.me(fresh["access"]).status, 200)
+
     def test_forged_and_misused_tokens(self):
         e = self.register_email()
         header, payload = jwt_parts(e["access"])

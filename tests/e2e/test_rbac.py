@@ -21,7 +21,8 @@ from pgtemp import PgTemp  # noqa: E402
 from redistemp import RedisTemp  # noqa: E402
 from rxdtest import run_cli  # noqa: E402
 import authflows as af  # noqa: E402
-from authflows import AuthServer, USER_FIELDS, ISO_Z_RE, new_email, new_password, uid  # noqa: E402
+from authflows import (AuthServer, USER_FIELDS, ISO_Z_RE, jwt_parts, new_email, new_password,  # noqa: E402
+                       uid)
 
 MODULES = "notify auth rbac pharmacies"
 BEARER_CHALLENGE = 'Bearer realm="api"'
@@ -804,6 +805,42 @@ class AdminUsers(RbacCase):
         self.assertEqual(len(self.audit_rows("USER_RESTORED", u["id"])), 1)
         self.assertEqual(self.audit_rows("USER_DELETED", u["id"])[0].split("|")[0], str(self.admin_id))
 
+    def test_changes_end_sessions_of_the_same_second_only(self):
+        """A change that ends a user's sessions (role, password, deactivation)
+        kills a token issued just before it and spares one issued just after,
+        within the same second too (tokens carry a session generation; iat is
+        whole seconds)."""
+        # A fresh user for every change: a worker that served one of the user's
+        # tokens remembers the user's standing for auth.status_cache_ms, and
+        # this test is about the tokens, not about that interval.
+        same_second = 0
+        for _ in range(4):
+            pw2 = new_password()
+            for body in ({"role": "DOCTOR"}, {"password": pw2}, {"status": "INACTIVE"}):
+                u = self.make_user("REGISTERED_USER", login=False)
+                before_pw, after_pw = u["password"], body.get("password", u["password"])
+                t0 = time.time()
+                old = self.login(u["email"], before_pw)
+                r = self.req("PATCH", "/api/admin/users/%d/" % u["id"], body, token=self.admin)
+                self.assertEqual(r.status, 200, (body, r))
+                if body.get("status") == "INACTIVE":
+                    r = self.req("PATCH", "/api/admin/users/%d/" % u["id"], {"is_active": True},
+                                 token=self.admin)
+                    self.assertEqual(r.status, 200, r)
+                new = self.login(u["email"], after_pw)
+                t1 = time.time()
+                po, pn = jwt_parts(old)[1], jwt_parts(new)[1]
+                self.assertGreater(pn["gen"], po["gen"], (body, po, pn))
+                if po["iat"] == pn["iat"] and t1 - t0 < 1.0:
+                    same_second += 1
+                r = self.req("GET", "/api/auth/me/", token=new)
+                self.assertEqual(r.status, 200, (body, r))
+                self.assertEqual(r.json()["role"], self.user_row(u["id"])[0], r)
+                r = self.req("GET", "/api/auth/me/", token=old)
+                self.assertEqual(r.status, 401, (body, r))
+                self.assertEqual(r.json().get("code"), "token_not_valid", r)
+        self.assertGreaterEqual(same_second, 1, "no change happened within one second of both logins")
+
     def test_old_admin_panel_paths(self):
         prefix = "/api/auth/admin/users/"
         u = self.make_user("REGISTERED_USER", prefix=prefix)
@@ -820,10 +857,13 @@ class AdminUsers(RbacCase):
         self.assertEqual(self.user_row(u["id"])[0], "REGISTERED_USER")
         self.assertIn(u["id"], [x["id"] for x in self.list("?search=%s" % u["email"], prefix)["results"]])
         self.test_soft_delete_and_restore(prefix)
-        # and they are just as closed to others (a fresh user: the role changes above
-        # ended u's sessions, so u's token is no longer valid at all)
-        other = self.make_user("REGISTERED_USER", prefix=prefix)
-        self.assertDenied(self.req("GET", prefix, token=other["access"]))
+        # and they are just as closed to others: u's token from before the role
+        # changes is dead, a login right after them (often the same second) is
+        # a registered user's
+        r = self.req("GET", prefix, token=u["access"])
+        self.assertEqual(r.status, 401, r)
+        self.assertEqual(r.json().get("code"), "token_not_valid", r)
+        self.assertDenied(self.req("GET", prefix, token=self.login(u["email"], u["password"])))
         self.assertGuest(self.req("GET", prefix))
 
     def test_changes_are_audited(self):
