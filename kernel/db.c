@@ -45,7 +45,7 @@ typedef struct dbq {
     uint64_t queued_ms;
     uint64_t sent_ms;
     /* outcome */
-    PGresult *res;     /* last result, or the first error */
+    PGresult *res; /* last result, or the first error */
     bool failed;
     int err;
     char *msg;
@@ -62,7 +62,7 @@ typedef struct pconn {
     pc_state state;
     uv_poll_t poll;
     bool poll_live;
-    bool poll_closing; /* uv_close() called, callback not yet run */
+    bool poll_closing;  /* uv_close() called, callback not yet run */
     PGconn *pg_closing; /* finished once the poll handle has closed */
     int poll_fd;
     int poll_events;
@@ -86,8 +86,8 @@ struct kn_db {
     dbq *qhead, *qtail;
     int qlen;
     long long qmax, timeout_ms, pipeline;
-    uv_timer_t tick;   /* queue wait deadlines */
-    uv_timer_t defer;  /* callbacks of queries that failed before being sent */
+    uv_timer_t tick;  /* queue wait deadlines */
+    uv_timer_t defer; /* callbacks of queries that failed before being sent */
     dbq *dhead, *dtail;
     bool stopping;
     int live;
@@ -638,7 +638,8 @@ static const char *const conn_keys[] = {"dbname", "application_name", "options",
 static void conn_connect(pconn *c)
 {
     const char *url = kn_db_url();
-    const char *vals[] = {url, "rxd", "-c TimeZone=UTC -c DateStyle=ISO,YMD -c IntervalStyle=iso_8601", NULL};
+    const char *vals[] = {url, "rxd",
+                          "-c TimeZone=UTC -c DateStyle=ISO,YMD -c IntervalStyle=iso_8601", NULL};
     c->pg = PQconnectStartParams(conn_keys, vals, 1);
     if (c->pg == NULL || PQstatus(c->pg) == CONNECTION_BAD) {
         c->state = PC_DOWN;
@@ -699,8 +700,8 @@ static bool send_query(pconn *c, dbq *q)
          * cache believing in statements the server never saw. */
         int slot = q->nstmts == 1 ? stmt_slot(c, s->sql, &fresh) : -1;
         if (slot < 0) {
-            if (!PQsendQueryParams(c->pg, s->sql, s->n, NULL, (const char *const *)s->vals,
-                                   s->lens, s->fmts, 0))
+            if (!PQsendQueryParams(c->pg, s->sql, s->n, NULL, (const char *const *)s->vals, s->lens,
+                                   s->fmts, 0))
                 return false;
             continue;
         }
@@ -983,7 +984,8 @@ PGconn *kn_db_connect_blocking(char *err, size_t errlen)
         snprintf(err, errlen, "database.url is not set (RXD_DATABASE_URL)");
         return NULL;
     }
-    const char *vals[] = {url, "rxd", "-c TimeZone=UTC -c DateStyle=ISO,YMD -c IntervalStyle=iso_8601", NULL};
+    const char *vals[] = {url, "rxd",
+                          "-c TimeZone=UTC -c DateStyle=ISO,YMD -c IntervalStyle=iso_8601", NULL};
     PGconn *pg = PQconnectdbParams(conn_keys, vals, 1);
     if (pg != NULL && PQstatus(pg) == CONNECTION_OK)
         PQsetNoticeProcessor(pg, quiet_notices, NULL);
@@ -1023,8 +1025,8 @@ rx_rows *rx_db_run(rx_module *m, const char *sql, int nparams, const rx_param *p
         free(s.fmts);
         return kn_rows_from_result(NULL, RX_ENOMEM, "out of memory");
     }
-    PGresult *res = PQexecParams(cli_pg, s.sql, s.n, NULL, (const char *const *)s.vals, s.lens,
-                                 s.fmts, 0);
+    PGresult *res =
+        PQexecParams(cli_pg, s.sql, s.n, NULL, (const char *const *)s.vals, s.lens, s.fmts, 0);
     free(s.sql);
     for (int k = 0; k < s.n; k++)
         free(s.vals[k]);
@@ -1195,10 +1197,10 @@ json_t *rx_rows_value(const rx_rows *r, int row, int col)
     case 23: /* int4 */
     case 26: /* oid */
         return json_integer(strtoll(t, NULL, 10));
-    case 700:  /* float4 */
+    case 700: /* float4 */
     case 701: /* float8 */
         return json_real(strtod(t, NULL));
-    case 114:  /* json */
+    case 114:    /* json */
     case 3802: { /* jsonb */
         json_t *j = json_loads(t, JSON_DECODE_ANY, NULL);
         return j ? j : json_string(t);
@@ -1241,42 +1243,66 @@ typedef struct tbuf {
     bool oom;
 } tbuf;
 
-static void tb_put(tbuf *b, const char *s, size_t n)
+/* Room for n more bytes (and a NUL); false once out of memory. */
+static bool tb_grow(tbuf *b, size_t n)
 {
     if (b->oom)
-        return;
-    if (b->len + n + 1 > b->cap) {
-        size_t nc = b->cap ? b->cap : 4096;
-        while (nc < b->len + n + 1)
-            nc *= 2;
-        char *np = realloc(b->p, nc);
-        if (np == NULL) {
-            b->oom = true;
-            return;
-        }
-        b->p = np;
-        b->cap = nc;
+        return false;
+    size_t nc = b->cap ? b->cap : 4096;
+    while (nc < b->len + n + 1)
+        nc *= 2;
+    char *np = realloc(b->p, nc);
+    if (np == NULL) {
+        b->oom = true;
+        return false;
     }
+    b->p = np;
+    b->cap = nc;
+    return true;
+}
+
+static inline void tb_put(tbuf *b, const char *s, size_t n)
+{
+    if (b->len + n + 1 > b->cap && !tb_grow(b, n))
+        return;
     memcpy(b->p + b->len, s, n);
     b->len += n;
 }
 
-static void tb_str(tbuf *b, const char *s)
+static void tb_str(tbuf *b, const char *s, size_t n)
 {
-    tb_put(b, "\"", 1);
-    const char *run = s;
-    for (; *s; s++) {
+    /* the common case, nothing to escape: one copy */
+    size_t k = 0;
+    while (k < n && (unsigned char)s[k] >= 0x20 && s[k] != '"' && s[k] != '\\')
+        k++;
+    if (b->len + n + 3 > b->cap && !tb_grow(b, n + 2))
+        return;
+    b->p[b->len++] = '"';
+    memcpy(b->p + b->len, s, k);
+    b->len += k;
+    const char *run = s + k;
+    for (s += k; k < n; k++, s++) {
         unsigned char ch = (unsigned char)*s;
         if (ch >= 0x20 && ch != '"' && ch != '\\')
             continue;
         tb_put(b, run, (size_t)(s - run));
         char esc[8];
         switch (ch) {
-        case '"': tb_put(b, "\\\"", 2); break;
-        case '\\': tb_put(b, "\\\\", 2); break;
-        case '\n': tb_put(b, "\\n", 2); break;
-        case '\r': tb_put(b, "\\r", 2); break;
-        case '\t': tb_put(b, "\\t", 2); break;
+        case '"':
+            tb_put(b, "\\\"", 2);
+            break;
+        case '\\':
+            tb_put(b, "\\\\", 2);
+            break;
+        case '\n':
+            tb_put(b, "\\n", 2);
+            break;
+        case '\r':
+            tb_put(b, "\\r", 2);
+            break;
+        case '\t':
+            tb_put(b, "\\t", 2);
+            break;
         default:
             snprintf(esc, sizeof(esc), "\\u%04x", ch);
             tb_put(b, esc, 6);
@@ -1301,61 +1327,61 @@ static bool json_number_text(const char *t)
     return true;
 }
 
-static void tb_time(tbuf *b, const char *t, bool with_tz)
+/* "2026-01-02 03:04:05.123+00" -> "2026-01-02T03:04:05.123Z" (timestamptz);
+ * a timestamp without zone gets the Z appended. */
+static void tb_time(tbuf *b, const char *t, size_t n, bool with_tz)
 {
     char buf[64];
-    size_t n = strlen(t);
     if (n >= sizeof(buf) - 2) {
-        tb_str(b, t);
+        tb_str(b, t, n);
         return;
     }
     memcpy(buf, t, n + 1);
-    char *sp = strchr(buf, ' ');
+    char *sp = memchr(buf, ' ', n);
     if (sp)
         *sp = 'T';
-    if (with_tz) {
-        if (n > 3 && strcmp(buf + n - 3, "+00") == 0)
-            strcpy(buf + n - 3, "Z");
-    } else {
-        strcat(buf, "Z");
-    }
-    tb_str(b, buf);
+    if (!with_tz)
+        buf[n++] = 'Z';
+    else if (n > 3 && memcmp(buf + n - 3, "+00", 3) == 0)
+        buf[(n -= 2) - 1] = 'Z';
+    tb_str(b, buf, n);
 }
 
-static void tb_value(tbuf *b, const PGresult *res, int row, int col)
+static void tb_value(tbuf *b, const PGresult *res, int row, int col, Oid type)
 {
     if (PQgetisnull(res, row, col)) {
         tb_put(b, "null", 4);
         return;
     }
     const char *t = PQgetvalue(res, row, col);
-    switch (PQftype(res, col)) {
+    size_t n = (size_t)PQgetlength(res, row, col);
+    switch (type) {
     case 16: /* bool */
         tb_put(b, t[0] == 't' ? "true" : "false", t[0] == 't' ? 4 : 5);
         return;
-    case 20: /* int8 */
-    case 21: /* int2 */
-    case 23: /* int4 */
-    case 26: /* oid */
+    case 20:  /* int8 */
+    case 21:  /* int2 */
+    case 23:  /* int4 */
+    case 26:  /* oid */
     case 700: /* float4 */
     case 701: /* float8: NaN and Infinity are not JSON numbers */
         if (json_number_text(t))
-            tb_put(b, t, strlen(t));
+            tb_put(b, t, n);
         else
             tb_put(b, "null", 4);
         return;
     case 114:  /* json */
     case 3802: /* jsonb: PostgreSQL's text is valid JSON */
-        tb_put(b, t, strlen(t));
+        tb_put(b, t, n);
         return;
     case 1184:
-        tb_time(b, t, true);
+        tb_time(b, t, n, true);
         return;
     case 1114:
-        tb_time(b, t, false);
+        tb_time(b, t, n, false);
         return;
     default:
-        tb_str(b, t);
+        tb_str(b, t, n);
     }
 }
 
@@ -1365,30 +1391,54 @@ void rx_reply_rows_page(rx_req *req, rx_rows *rows)
         rx_reply_db_error(req, rows);
         return;
     }
+    const PGresult *res = rows->res;
     int n = rx_rows_count(rows), ncol = rx_rows_columns(rows);
     int tc = rx_rows_column(rows, "total_count");
     int64_t total = n;
     if (n > 0 && tc >= 0)
         rx_rows_int(rows, 0, tc, &total);
-    tbuf b = {0};
-    tb_put(&b, "[", 1);
-    for (int i = 0; i < n; i++) {
-        tb_put(&b, i ? ",{" : "{", i ? 2 : 1);
-        bool first = true;
-        for (int c = 0; c < ncol; c++) {
-            if (c == tc)
-                continue;
-            if (!first)
-                tb_put(&b, ",", 1);
-            first = false;
-            tb_str(&b, PQfname(rows->res, c));
-            tb_put(&b, ":", 1);
-            tb_value(&b, rows->res, i, c);
-        }
-        tb_put(&b, "}", 1);
+    /* Per column, once: its type and its key text ("name": with the comma
+     * before it), so a row is only values and copies. */
+    tbuf keys = {0};
+    size_t *key_at = calloc((size_t)ncol + 1, sizeof(*key_at));
+    Oid *types = calloc((size_t)ncol + 1, sizeof(*types));
+    bool first = true;
+    for (int c = 0; c < ncol && key_at != NULL && types != NULL; c++) {
+        key_at[c] = keys.len;
+        if (c == tc)
+            continue;
+        if (!first)
+            tb_put(&keys, ",", 1);
+        first = false;
+        const char *name = PQfname(res, c);
+        tb_str(&keys, name, strlen(name));
+        tb_put(&keys, ":", 1);
+        types[c] = PQftype(res, c);
     }
-    tb_put(&b, "]", 1);
-    if (b.oom) {
+    if (key_at != NULL)
+        key_at[ncol] = keys.len;
+    tbuf b = {0};
+    if (key_at != NULL && types != NULL && tb_grow(&b, (size_t)n * (keys.len + 64) + 2)) {
+        tb_put(&b, "[", 1);
+        for (int i = 0; i < n; i++) {
+            tb_put(&b, i ? ",{" : "{", i ? 2 : 1);
+            for (int c = 0; c < ncol; c++) {
+                if (c == tc)
+                    continue;
+                tb_put(&b, keys.p + key_at[c], key_at[c + 1] - key_at[c]);
+                tb_value(&b, res, i, c, types[c]);
+            }
+            tb_put(&b, "}", 1);
+        }
+        tb_put(&b, "]", 1);
+    } else {
+        b.oom = true;
+    }
+    bool oom = b.oom || keys.oom;
+    free(keys.p);
+    free(key_at);
+    free(types);
+    if (oom) {
         free(b.p);
         rx_reply_error(req, 500, "error", "A server error occurred.");
         return;
