@@ -14,28 +14,6 @@
     "a.id, a.user_id AS \"user\", a.action, a.ip AS ip_address, a.user_agent, a.metadata,"         \
     " a.actor, a.created_at"
 
-static json_t *row_json(const rx_rows *rows, int i)
-{
-    json_t *o = rx_rows_object(rows, i);
-    json_object_del(o, "total");
-    return o;
-}
-
-static void listed(rx_req *req, rx_rows *rows)
-{
-    if (rx_rows_failed(rows)) {
-        rx_reply_db_error(req, rows);
-        return;
-    }
-    json_t *items = json_array();
-    int64_t total = 0;
-    for (int i = 0; i < rx_rows_count(rows); i++)
-        json_array_append_new(items, row_json(rows, i));
-    if (rx_rows_count(rows) > 0)
-        rx_rows_int(rows, 0, rx_rows_column(rows, "total"), &total);
-    rx_reply_page(req, items, total);
-}
-
 /* A time filter: NULL when absent or empty; "garbage" adds an error. */
 static const char *time_filter(rx_req *req, const char *name, json_t *errs)
 {
@@ -79,15 +57,18 @@ static void audit_list(rx_req *req)
     }
     json_decref(errs);
     /* PostgreSQL still range-checks what the ISO shape allowed (2026-02-31). */
-    rx_db(req, listed,
-          "SELECT " AUDIT_COLS ", count(*) OVER () AS total FROM audit_logs a"
-          " WHERE ($1::bigint IS NULL OR a.user_id = $1::bigint)"
-          "   AND ($2::text IS NULL OR a.action = $2::text)"
-          "   AND ($3::timestamptz IS NULL OR a.created_at >= $3::timestamptz)"
-          "   AND ($4::timestamptz IS NULL OR a.created_at <= $4::timestamptz)"
-          " ORDER BY a.created_at DESC, a.id DESC LIMIT $5 OFFSET $6",
-          uid > 0 ? RX_INT(uid) : RX_NULL, RX_TEXT(action), RX_TEXT(after), RX_TEXT(before),
-          RX_INT(limit), RX_INT(offset));
+    rx_list *l = rx_list_new(req, AUDIT_COLS, "audit_logs a");
+    if (uid > 0)
+        rx_list_where(l, "a.user_id = $?", RX_INT(uid));
+    if (action != NULL)
+        rx_list_where(l, "a.action = $?::text", RX_TEXT(action));
+    if (after != NULL)
+        rx_list_where(l, "a.created_at >= $?::timestamptz", RX_TEXT(after));
+    if (before != NULL)
+        rx_list_where(l, "a.created_at <= $?::timestamptz", RX_TEXT(before));
+    rx_list_order(l, NULL, 0, "a.created_at DESC, a.id DESC");
+    if (rx_list_run(l, rx_reply_rows_page, limit, offset) != 0)
+        rx_reply_error(req, 500, "error", "A server error occurred.");
 }
 
 static void got(rx_req *req, rx_rows *rows)
@@ -100,7 +81,7 @@ static void got(rx_req *req, rx_rows *rows)
         rx_reply_error(req, 404, "not_found", "Not found.");
         return;
     }
-    rx_reply_json(req, 200, row_json(rows, 0));
+    rx_reply_json(req, 200, rx_rows_object(rows, 0));
 }
 
 static void audit_get(rx_req *req)

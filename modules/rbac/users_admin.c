@@ -433,7 +433,7 @@ static void listed(rx_req *req, rx_rows *rows)
     for (int i = 0; i < rx_rows_count(rows); i++)
         json_array_append_new(items, ident_user_json(req, rows, i));
     if (rx_rows_count(rows) > 0)
-        rx_rows_int(rows, 0, rx_rows_column(rows, "total"), &total);
+        rx_rows_int(rows, 0, rx_rows_column(rows, "total_count"), &total);
     rx_reply_page(req, items, total);
 }
 
@@ -473,16 +473,22 @@ static void users_list(rx_req *req)
         return;
     }
     json_decref(errs);
-    rx_db(req, listed,
-          "SELECT " RBAC_USER_COLS ", count(*) OVER () AS total FROM users u"
-          " WHERE ($1::text IS NULL OR u.role = $1::text)"
-          "   AND ($2::text IS NULL OR u.status = $2::text)"
-          "   AND ($3::text IS NULL OR strpos(lower(u.username), lower($3::text)) > 0"
-          "        OR strpos(lower(u.email), lower($3::text)) > 0 OR strpos(u.phone, $3::text) > 0)"
-          "   AND ($4::bool OR u.deleted_at IS NULL)"
-          " ORDER BY u.id LIMIT $5 OFFSET $6",
-          RX_TEXT(role), RX_TEXT(status), RX_TEXT(search), RX_BOOL(with_deleted), RX_INT(limit),
-          RX_INT(offset));
+    rx_list *l = rx_list_new(req, RBAC_USER_COLS, "users u");
+    if (role != NULL)
+        rx_list_where(l, "u.role = $?::text", RX_TEXT(role));
+    if (status != NULL)
+        rx_list_where(l, "u.status = $?::text", RX_TEXT(status));
+    if (search != NULL)
+        rx_list_where(l,
+                      "(strpos(lower(u.username), lower($?::text)) > 0"
+                      " OR strpos(lower(u.email), lower($?::text)) > 0"
+                      " OR strpos(u.phone, $?::text) > 0)",
+                      RX_TEXT(search));
+    if (!with_deleted)
+        rx_list_where(l, "u.deleted_at IS NULL", RX_NULL);
+    rx_list_order(l, NULL, 0, "u.id");
+    if (rx_list_run(l, listed, limit, offset) != 0)
+        rx_reply_error(req, 500, "error", "A server error occurred.");
 }
 
 /* ---- create ---- */
