@@ -22,6 +22,8 @@
 # then 3 rounds alternating pgbench -S / list / pgbench -N / sale; medians. Around every
 # wrk run the CPU time of rxd and of the PostgreSQL server is read from /proc, giving
 # CPU ms per request on each side.
+# pgbench's own p99 (from its sampled per-transaction log) is printed beside each
+# route's: at -c32 on 2 cores PostgreSQL alone is near 20 ms for -N (WAL flush).
 # Targets: list >= 3,000 req/s, sale >= 2,000 req/s (this 2-core host), p99 < 20 ms;
 # scaled to the old Django host (pgbench -S 45.9k tx/s; list 403 req/s, sale 430):
 # list >= 10x, sale >= 5x.
@@ -238,11 +240,18 @@ CLK=$(getconf CLK_TCK)
 
 # pgbench once; sets TPS. (No $(...) around these: the load generator must stay a
 # child of this shell, so the trap can stop it.)
+# Also sets PGP99: the p99 latency (ms) of pgbench's own transactions, from its
+# per-transaction log (-l, one in five sampled): the floor under the routes' p99
+# at this client count (the sale cannot commit faster than pgbench -N does).
 run_pgbench() { # seconds -S|-N
     local out
+    rm -f "$BIN_DIR"/pgb.*
     bg_run out "$PGBENCH" "$2" -M prepared -n -c "$CLIENTS" -j "$THREADS" -T "$1" \
+        -l --sampling-rate=0.2 --log-prefix="$BIN_DIR/pgb" \
         -h "$PG_HOST" -p "$PG_PORT" -U rxd "$PGB_DB" || die "pgbench $2 failed (log: $RAW_LOG)"
     TPS=$(awk '/^tps = / { tps = $3 } END { printf "%.0f\n", tps }' <<<"$out")
+    PGP99=$(cat "$BIN_DIR"/pgb.* | awk '{ print $3 }' | sort -n |
+        awk '{ v[NR] = $1 } END { i = int(NR * 0.99); if (i < 1) i = 1; printf "%.2f\n", (NR ? v[i] / 1000 : 0) }')
 }
 
 # wrk once on list|sale; sets RPS, P99 (ms), ERR, and CPU ms per request of rxd and PG.
@@ -407,19 +416,19 @@ run_wrk 2 list
 run_pgbench 2 -N
 run_wrk 2 sale
 
-pgs=() pgn=() errors=0
+pgs=() pgn=() pgs99=() pgn99=() errors=0
 for round in $(seq "$ROUNDS"); do
     run_pgbench "$DURATION" -S
-    pgs+=("$TPS")
-    printf 'round %s  %-34s %7s tps\n' "$round" "pgbench -S" "$TPS"
+    pgs+=("$TPS") pgs99+=("$PGP99")
+    printf 'round %s  %-34s %7s tps    p99 %s ms\n' "$round" "pgbench -S" "$TPS" "$PGP99"
     run_wrk "$DURATION" list
     RPS_OF[list]+="$RPS " P99_OF[list]+="$P99 " CR_OF[list]+="$CPU_RXD " CP_OF[list]+="$CPU_PG "
     errors=$((errors + ERR))
     printf 'round %s  %-34s %7s req/s  p99 %s ms  cpu/req rxd %s ms pg %s ms%s\n' "$round" \
         "GET /api/inventory/?page_size=50" "$RPS" "$P99" "$CPU_RXD" "$CPU_PG" "$(errnote "$ERR")"
     run_pgbench "$DURATION" -N
-    pgn+=("$TPS")
-    printf 'round %s  %-34s %7s tps\n' "$round" "pgbench -N" "$TPS"
+    pgn+=("$TPS") pgn99+=("$PGP99")
+    printf 'round %s  %-34s %7s tps    p99 %s ms\n' "$round" "pgbench -N" "$TPS" "$PGP99"
     run_wrk "$DURATION" sale
     RPS_OF[sale]+="$RPS " P99_OF[sale]+="$P99 " CR_OF[sale]+="$CPU_RXD " CP_OF[sale]+="$CPU_PG "
     errors=$((errors + ERR))
@@ -441,6 +450,8 @@ minq=$("$PSQL" -X -q -t -A -d "$DB_URL" -c "SELECT min(quantity) FROM inventory_
 
 m_pgs=$(median "${pgs[@]}")
 m_pgn=$(median "${pgn[@]}")
+m_pgs99=$(median "${pgs99[@]}")
+m_pgn99=$(median "${pgn99[@]}")
 declare -A M=() MP=() MCR=() MCP=()
 for r in list sale; do
     # shellcheck disable=SC2086 # word splitting intended
@@ -464,8 +475,8 @@ V+=("$(verdict "$x_list" ">=" "$LIST_FACTOR")" "$(verdict "$x_sale" ">=" "$SALE_
 
 echo
 echo "== results (medians of $ROUNDS rounds; -c$CLIENTS, ${DURATION} s each)"
-printf '%-34s %12s\n' "pgbench -S -M prepared" "$m_pgs tps"
-printf '%-34s %12s\n' "pgbench -N -M prepared" "$m_pgn tps"
+printf '%-34s %12s   p99 %7s ms\n' "pgbench -S -M prepared" "$m_pgs tps" "$m_pgs99"
+printf '%-34s %12s   p99 %7s ms\n' "pgbench -N -M prepared" "$m_pgn tps" "$m_pgn99"
 printf '%-34s %12s   p99 %7s ms  cpu/req rxd %s ms, pg %s ms\n' "list GET /api/inventory/?page_size=50" \
     "${M[list]} req/s" "${MP[list]}" "${MCR[list]}" "${MCP[list]}"
 printf '%-34s %12s   p99 %7s ms  cpu/req rxd %s ms, pg %s ms\n' "sale POST /api/sales/" \
@@ -476,6 +487,8 @@ printf '%-34s %12s   target < %-7s %s\n' "list p99 (ms)" "${MP[list]}" "$P99_TAR
 printf '%-34s %12s   target < %-7s %s\n' "sale p99 (ms)" "${MP[sale]}" "$P99_TARGET" "${V[3]}"
 printf '%-34s %12s   (list / pgbench -S)\n' "ratio list/pgbench -S" "$(ratio "${M[list]}" "$m_pgs")"
 printf '%-34s %12s   (sale / pgbench -N)\n' "ratio sale/pgbench -N" "$(ratio "${M[sale]}" "$m_pgn")"
+printf '%-34s %12s   (list p99 / pgbench -S p99)\n' "ratio p99 list/pgbench -S" "$(ratio "${MP[list]}" "$m_pgs99")"
+printf '%-34s %12s   (sale p99 / pgbench -N p99)\n' "ratio p99 sale/pgbench -N" "$(ratio "${MP[sale]}" "$m_pgn99")"
 printf '%-34s %12s   = %sx Django (403)  target >= %sx  %s\n' "list scaled to 45.9k pgbench -S" \
     "$s_list req/s" "$x_list" "$LIST_FACTOR" "${V[4]}"
 printf '%-34s %12s   = %sx Django (430)  target >= %sx  %s\n' "sale scaled to 45.9k pgbench -S" \
