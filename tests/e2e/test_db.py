@@ -17,6 +17,7 @@ in the body, the SQLSTATE in the log), pool exhaustion (503 at once with Retry-A
 query timeouts, a database stopped and restarted under a running rxd, and a frozen
 database (SIGSTOP), with readiness and recovery without restarting rxd.
 """
+import json
 import os
 import re
 import signal
@@ -709,6 +710,460 @@ class TestDatabaseFrozen(DbTestCase):
         for r, dt in results:
             self.assertUnavailable(r)
         assert_no_sanitizer_report(self, self.server.stderr())
+
+
+# ==========================================================================
+# List queries (rx_list_*) and list pages written as JSON text
+# ==========================================================================
+
+# sdk/rx.h error codes, and what rx_strerror() calls them
+RX_EINVAL, RX_ENOMEM = -1, -2
+EINVAL_TEXT = "RX_EINVAL: invalid argument"
+ENOMEM_TEXT = "RX_ENOMEM: out of memory"
+LIST_PARAM_SLOTS = 16 - 2     # RX_LIST_MAX_PARAMS less LIMIT and OFFSET
+
+
+def strict_json(body):
+    """json.loads that refuses NaN/Infinity literals (Python accepts them; JSON does not)
+    and raw control characters in strings."""
+    def no_constant(name):
+        raise ValueError("not JSON: %s" % name)
+    return json.loads(body.decode("utf-8"), parse_constant=no_constant, strict=True)
+
+
+def same_json(a, b):
+    """JSON equality: booleans are not numbers, 3 and 3.0 are the same number."""
+    if isinstance(a, bool) or isinstance(b, bool):
+        return type(a) is type(b) and a == b
+    if isinstance(a, (int, float)) and isinstance(b, (int, float)):
+        return a == b
+    if isinstance(a, dict) and isinstance(b, dict):
+        return a.keys() == b.keys() and all(same_json(a[k], b[k]) for k in a)
+    if isinstance(a, list) and isinstance(b, list):
+        return len(a) == len(b) and all(same_json(x, y) for x, y in zip(a, b))
+    return type(a) is type(b) and a == b
+
+
+# datakit_list: names are lowercase ASCII only, so ORDER BY name is the same in every
+# collation; "eci" is in the tag of 3 and 17 and in the name of 29.
+LIST_NAMES = ["kilo", "alpha", "juliet", "bravo", "india", "charlie", "hotel", "delta", "golf",
+              "echo", "foxtrot", "lima", "mike", "november", "oscar", "papa", "quebec", "romeo",
+              "sierra", "tango", "uniform", "victor", "whiskey", "xray", "yankee", "zulu", "amber",
+              "azure", "precious", "gamma"]
+
+
+def list_row(i):
+    tag = None if i % 4 == 0 else ("special" if i in (3, 17) else "plain%d" % (i % 5))
+    return {"id": i, "grp": i % 3, "name": LIST_NAMES[i - 1], "tag": tag}
+
+
+LIST_ROWS = [list_row(i) for i in range(1, 31)]
+
+
+def list_filter(rows, f):
+    """What datakit's /test/db/list/ filters mean, in Python."""
+    out = []
+    for r in rows:
+        if "grp" in f and r["grp"] != int(f["grp"]):
+            continue
+        if "name" in f and r["name"] != f["name"]:
+            continue
+        if "q" in f:
+            q = f["q"].lower()
+            if q not in r["name"].lower() and q not in (r["tag"] or "\0").lower():
+                continue
+        if "min_id" in f and r["id"] < int(f["min_id"]):
+            continue
+        if "tagged" in f and r["tag"] is None:
+            continue
+        out.append(r)
+    return out
+
+
+class TestListQueries(DbTestCase):
+    """rx_list_* through datakit's /test/db/list/: the WHERE built from the filters given,
+    parameter numbering, ordering, totals, paging, and the builder's refusals."""
+    WORKERS = 1
+
+    def setUp(self):
+        # each test its own rows (the table may have been dropped or changed by another)
+        values = ", ".join("(%d, %d, '%s', %s)" % (r["id"], r["grp"], r["name"],
+                                                  "NULL" if r["tag"] is None else "'%s'" % r["tag"])
+                           for r in LIST_ROWS)
+        self.pg.psql("DROP TABLE IF EXISTS datakit_list;"
+                     " CREATE TABLE datakit_list (id int PRIMARY KEY, grp int, name text, tag text);"
+                     " INSERT INTO datakit_list VALUES " + values)
+        super().setUp()
+
+    def get_list(self, params, path="/test/db/list/"):
+        r = self.server.get(path + "?" + urllib.parse.urlencode(params), timeout=CLIENT_TIMEOUT)
+        self.assertNotIsInstance(r, BaseException)
+        return r
+
+    def page(self, params, path="/test/db/list/"):
+        """(results, count, response) of a 200 page."""
+        r = self.get_list(params, path)
+        self.assertEqual(r.status, 200, r)
+        body = strict_json(r.body)
+        self.assertEqual(set(body), {"count", "next", "previous", "results"}, body)
+        self.assertEqual(r.header("x-total-count"), str(body["count"]), r)
+        return body["results"], body["count"], r
+
+    def list_error(self, params):
+        r = self.get_list(params, "/test/db/list/errors/")
+        self.assertEqual(r.status, 500, r)
+        body = strict_json(r.body)
+        self.assertEqual(body["code"], "list_error", body)
+        self.assertIsNone(r.header("x-total-count"), r)
+        return body
+
+    # -- conditions ---------------------------------------------------------
+
+    def test_no_condition_is_every_row(self):
+        rows, count, r = self.page({"page_size": 100})
+        self.assertEqual(rows, LIST_ROWS)
+        self.assertEqual(count, 30)
+        self.assertIsNone(r.header("link"), r)
+
+    def test_one_condition(self):
+        for f, n in (({"grp": 1}, 10), ({"name": "golf"}, 1), ({"min_id": 26}, 5),
+                     ({"name": "nosuch"}, 0)):
+            with self.subTest(filters=f):
+                rows, count, _ = self.page(dict(f, page_size=100))
+                self.assertEqual(rows, list_filter(LIST_ROWS, f))
+                self.assertEqual(len(rows), n)
+                self.assertEqual(count, n)
+
+    def test_condition_without_parameter(self):
+        rows, count, _ = self.page({"tagged": 1, "page_size": 100})
+        self.assertEqual(rows, [r for r in LIST_ROWS if r["tag"] is not None])
+        self.assertEqual(count, 23)
+
+    def test_one_parameter_used_twice(self):
+        # "(strpos(lower(name), lower($n)) > 0 OR strpos(lower(tag), lower($n)) > 0)"
+        for q in ("eci", "ECI", "eCi"):
+            rows, count, _ = self.page({"q": q, "page_size": 100})
+            self.assertEqual([r["id"] for r in rows], [3, 17, 29], q)
+            self.assertEqual(count, 3)
+
+    def test_several_conditions_in_either_order(self):
+        combos = [
+            {"grp": 2, "q": "eci"},
+            {"grp": 0, "min_id": 10, "tagged": 1},
+            {"q": "a", "min_id": 25},
+            {"name": "precious", "q": "ECI", "grp": 2},
+            {"grp": 1, "q": "o", "min_id": 5, "tagged": 1},
+            {"grp": 2, "name": "precious", "q": "eci", "min_id": 29, "tagged": 1},
+            {"grp": 1, "name": "precious", "q": "eci", "min_id": 1, "tagged": 1},  # none
+            {"grp": 2, "q": "plain2"},
+        ]
+        for f in combos:
+            expected = list_filter(LIST_ROWS, f)
+            for rev in (False, True):
+                with self.subTest(filters=f, reverse=rev):
+                    params = dict(f, page_size=100)
+                    if rev:
+                        params["rev"] = 1
+                    rows, count, _ = self.page(params)
+                    self.assertEqual(rows, expected)
+                    self.assertEqual(count, len(expected))
+        # the combinations are not trivially empty or full
+        self.assertEqual([r["id"] for r in list_filter(LIST_ROWS, combos[0])], [17, 29])
+        self.assertEqual([r["id"] for r in list_filter(LIST_ROWS, combos[5])], [29])
+
+    def test_filter_value_is_never_sql(self):
+        evil = ["x'; DROP TABLE datakit_list; --", "' OR '1'='1", "1; DELETE FROM datakit_list",
+                "$1", "%' OR name LIKE '%"]
+        for v in evil:
+            with self.subTest(value=v):
+                rows, count, _ = self.page({"name": v})
+                self.assertEqual((rows, count), ([], 0))
+                rows, count, _ = self.page({"q": v, "grp": 1, "rev": 1})
+                self.assertEqual((rows, count), ([], 0))
+        self.assertEqual(self.pg.psql("SELECT count(*) FROM datakit_list"), "30")
+        rows, count, _ = self.page({"page_size": 100})
+        self.assertEqual(count, 30)
+
+    # -- ordering -----------------------------------------------------------
+
+    def test_ordering(self):
+        by_name = sorted(LIST_ROWS, key=lambda r: r["name"])
+        cases = [
+            ("name", by_name),
+            ("-name", by_name[::-1]),
+            ("name,id", by_name),               # the first term decides
+            ("-name,name", by_name[::-1]),
+            ("-id", LIST_ROWS[::-1]),
+            ("bogus", LIST_ROWS),               # unknown: the default, id ASC
+            ("bogus,-id", LIST_ROWS),           # only the first term counts
+            ("", LIST_ROWS),
+            ("nam", LIST_ROWS),                 # a prefix is not a match
+            ("names", LIST_ROWS),
+        ]
+        for ordering, expected in cases:
+            with self.subTest(ordering=ordering):
+                rows, _, _ = self.page({"ordering": ordering, "page_size": 100})
+                self.assertEqual([r["id"] for r in rows], [r["id"] for r in expected])
+        self.assertNotEqual(by_name, LIST_ROWS)
+
+    def test_ordering_with_filters_and_pages(self):
+        f = {"grp": 1, "ordering": "-name", "page_size": 3}
+        expected = sorted(list_filter(LIST_ROWS, f), key=lambda r: r["name"], reverse=True)
+        got = []
+        for page in (1, 2, 3, 4):
+            rows, count, _ = self.page(dict(f, page=page))
+            self.assertEqual(count, 10)
+            got += rows
+        self.assertEqual(got, expected)
+
+    # -- paging ---------------------------------------------------------------
+
+    def test_pages_links_and_past_the_end(self):
+        rows, count, r = self.page({"grp": 1})           # default page size 20
+        self.assertEqual((len(rows), count), (10, 10))
+        self.assertIsNone(r.header("link"))
+        rows, count, r = self.page({})
+        self.assertEqual((rows, count), (LIST_ROWS[:20], 30))
+        link = r.header("link", "")
+        self.assertRegex(link, r'^<http://[^>]*/test/db/list/\?page=2>; rel="next"$')
+        rows, count, r = self.page({"page": 2})
+        self.assertEqual((rows, count), (LIST_ROWS[20:], 30))
+        self.assertRegex(r.header("link", ""), r'^<http://[^>]*/test/db/list/>; rel="prev"$')
+        # filters stay in the links
+        rows, count, r = self.page({"grp": 2, "page_size": 4, "page": 2})
+        self.assertEqual(rows, list_filter(LIST_ROWS, {"grp": 2})[4:8])
+        self.assertEqual(count, 10)
+        link = r.header("link", "")
+        self.assertIn("grp=2", link)
+        self.assertIn('page=3>; rel="next"', link)
+        self.assertIn('page_size=4>; rel="prev"', link)
+        for params in ({"page": 3}, {"grp": 1, "page": 2}, {"name": "nosuch", "page": 2}):
+            with self.subTest(params=params):
+                r = self.get_list(params)
+                self.assertEqual(r.status, 404, r)
+                self.assertEqual(strict_json(r.body),
+                                 {"detail": "Invalid page.", "code": "not_found"})
+        # an empty first page is a page, not an error
+        rows, count, _ = self.page({"name": "nosuch"})
+        self.assertEqual((rows, count), ([], 0))
+
+    # -- totals ---------------------------------------------------------------
+
+    def test_custom_total_uses_the_returned_parameter_number(self):
+        # total = 1000 + rows of the grp filter only (rx_list_total with grp's $n)
+        for params in ({"grp": 1}, {"grp": 1, "min_id": 20}, {"grp": 1, "min_id": 20, "rev": 1},
+                       {"grp": 1, "q": "o", "tagged": 1, "min_id": 3, "rev": 1},
+                       {"grp": 1, "q": "o", "name": "kilo"}):
+            with self.subTest(params=params):
+                rows, count, r = self.page(dict(params, total="custom", page_size=100))
+                self.assertEqual(rows, list_filter(LIST_ROWS, params))
+                self.assertEqual(count, 1010)
+                self.assertEqual(r.header("x-total-count"), "1010")
+        # with grp=2 in the filters the custom total changes with it
+        _, count, _ = self.page({"grp": 2, "tagged": 1, "rev": 1, "total": "custom"})
+        self.assertEqual(count, 1010)
+        self.pg.psql("DELETE FROM datakit_list WHERE id IN (2, 5)")   # two of grp 2
+        _, count, _ = self.page({"grp": 2, "min_id": 25, "rev": 1, "total": "custom"})
+        self.assertEqual(count, 1008)
+        # without it: the default count of the filtered rows
+        _, count, _ = self.page({"grp": 2, "min_id": 25, "rev": 1})
+        self.assertEqual(count, 2)
+
+    def test_custom_total_drives_links(self):
+        rows, count, r = self.page({"grp": 1, "total": "custom", "page_size": 10})
+        self.assertEqual((len(rows), count), (10, 1010))
+        self.assertIn('page=2>; rel="next"', r.header("link", ""))
+
+    # -- refusals -------------------------------------------------------------
+
+    def test_every_parameter_slot_can_be_used(self):
+        rows, count, _ = self.page({"case": "params", "n": LIST_PARAM_SLOTS},
+                                   "/test/db/list/errors/")
+        self.assertEqual([r["id"] for r in rows], [1, 2, 3, 4, 5])
+        self.assertEqual(count, 5)
+
+    def test_one_parameter_too_many_is_einval(self):
+        body = self.list_error({"case": "params", "n": LIST_PARAM_SLOTS + 1})
+        self.assertEqual(body["rc"], RX_EINVAL, body)
+        self.assertEqual(body["error"], EINVAL_TEXT)
+        # rx_list_where numbered 1..14, refused the 15th; a later condition without
+        # parameter is still accepted, but the kept error wins at run
+        self.assertEqual(body["calls"], list(range(1, LIST_PARAM_SLOTS + 1)) + [RX_EINVAL, 0])
+        body = self.list_error({"case": "params", "n": 20})
+        self.assertEqual(body["rc"], RX_EINVAL, body)
+
+    def test_conditions_without_parameters_take_no_slot(self):
+        rows, count, _ = self.page({"case": "conds", "n": 16, "page_size": 100},
+                                   "/test/db/list/errors/")
+        self.assertEqual((rows, count), (LIST_ROWS, 30))
+        # kernel/list.c holds 16 conditions (MAX_CONDS); a 17th is refused
+        body = self.list_error({"case": "conds", "n": 17})
+        self.assertEqual(body["rc"], RX_EINVAL, body)
+        self.assertEqual(body["calls"], [0] * 16 + [RX_EINVAL])
+
+    def test_bad_arguments_are_einval(self):
+        for case, calls in (("empty_cond", [RX_EINVAL, 1]), ("null_cond", [RX_EINVAL, 1]),
+                            ("empty_total", []), ("no_order", []), ("no_default", []),
+                            ("null_cb", [])):
+            with self.subTest(case=case):
+                body = self.list_error({"case": case})
+                self.assertEqual(body["rc"], RX_EINVAL, body)
+                self.assertEqual(body["error"], EINVAL_TEXT)
+                self.assertEqual(body["calls"], calls)
+
+    def test_null_list_is_enomem(self):
+        body = self.list_error({"case": "null_cols"})
+        # rx_list_new(req, NULL, ...) gave NULL; rx_list_where(NULL, ...) said RX_ENOMEM
+        self.assertEqual(body["calls"], [True, RX_ENOMEM])
+        self.assertEqual(body["rc"], RX_ENOMEM, body)
+        self.assertEqual(body["error"], ENOMEM_TEXT)
+        body = self.list_error({"case": "run_null"})
+        self.assertEqual(body["rc"], RX_ENOMEM, body)
+        # the server is fine afterwards
+        rows, count, _ = self.page({"grp": 0})
+        self.assertEqual(count, 10)
+
+
+class TestRowsPageText(DbTestCase):
+    """rx_reply_rows_page writes JSON text from the result itself; it must give exactly
+    the values rx_rows_array (jansson) gives for the same SELECT."""
+    WORKERS = 1
+
+    def both(self, path, query=""):
+        """(rows through jansson, page response, page rows) for the same SELECT."""
+        r = self.server.get(path + query, timeout=CLIENT_TIMEOUT)
+        self.assertEqual(r.status, 200, r)
+        ref = strict_json(r.body)
+        self.assertIsInstance(ref, list)
+        p = self.server.get(path + "page/" + query, timeout=CLIENT_TIMEOUT)
+        self.assertEqual(p.status, 200, p)
+        self.assertTrue(p.header("content-type", "").startswith("application/json"), p)
+        page = strict_json(p.body)
+        self.assertEqual(set(page), {"count", "next", "previous", "results"}, page)
+        return ref, p, page
+
+    def assertSameRow(self, got, want, where=""):
+        """Key by key, each its own subTest so that one difference hides no other."""
+        for k in sorted(set(got) | set(want)):
+            with self.subTest(row=where, column=k):
+                self.assertTrue(k in got, "%s: missing from the first (the second has %r)"
+                                % (k, want.get(k)))
+                self.assertTrue(k in want, "%s: missing from the second (the first has %r)"
+                                % (k, got[k]))
+                self.assertTrue(same_json(got[k], want[k]), "%s: %r != %r" % (k, got[k], want[k]))
+
+    def test_types_row_same_as_jansson(self):
+        ref, p, page = self.both("/test/db/types/")
+        self.assertEqual(page["count"], 1)
+        self.assertEqual(p.header("x-total-count"), "1")
+        self.assertEqual(len(page["results"]), 1)
+        self.assertEqual(ref, [TestTypes.EXPECTED])
+        self.assertSameRow(page["results"][0], ref[0])
+        # exact JSON types as well (True is not 1, 12.50 stays a string)
+        for k, v in TestTypes.EXPECTED.items():
+            self.assertIs(type(page["results"][0][k]), type(v), k)
+        self.assertRegex(p.body.decode(), r'"i8":9007199254740993[,}]')
+
+    HARD = {
+        "dquote": 'say "hi"',
+        "backslash": "back\\slash",
+        "ws": "a\nb\rc\td",
+        "ctrl": "x\x01y\x1fz",
+        "bf": "\b\f",
+        "del": "\x7f",
+        "utf8": "żółć ✓ 日本 🙂",
+        "empty": "",
+        "long_esc": 'ab"c\\' * 1500 + "é" * 3000,
+        "long_plain": "x" * 9000,
+        "tstz": "2026-11-22T10:00:00Z",
+        "tstz_frac": "2026-11-22T07:00:00.5Z",
+        "tstz_usec": "2026-11-22T10:00:00.000001Z",
+        "ts_plain": "2026-11-22T10:00:00Z",
+        "ts_frac": "2026-11-22T10:00:00.25Z",
+        "ts_inf": "infinity",
+        "f_nan": None,
+        "f_inf": None,
+        "f_ninf": None,
+        "f_neg": -2.5,
+        "f_big": 1e300,
+        "f_small": 1e-300,
+        "f4": 0.1,
+        "i_neg": -42,
+        "i2_min": -32768,
+        "i8_max": 9223372036854775807,
+        "i8_min": -9223372036854775808,
+        "n_neg": "-0.5",
+        "an_oid": 26,
+        "null_text": None, "null_int": None, "null_float": None, "null_bool": None,
+        "null_jsonb": None, "null_ts": None, "null_date": None,
+        "jb": {"q": 'he said "no"', "n": {"b\\s": ["\n", "é", None, -1.5]}},
+        "js": {"k": 'v"w'},
+        "jb_str": "just a string",
+        "an_uuid": "00000000-0000-0000-0000-00000000002a",
+        "arr": "{1,2}",
+        "jb_big": {"big": 123456789012345678901234567890, "one": 1.0},
+        'key "quoted"': 'a"b',
+    }
+
+    def test_hard_values_page(self):
+        p = self.server.get("/test/db/hard/page/", timeout=CLIENT_TIMEOUT)
+        self.assertEqual(p.status, 200, p)
+        page = strict_json(p.body)
+        self.assertEqual(page["count"], 1)
+        row = page["results"][0]
+        self.assertSameRow(row, self.HARD, "page")
+        # the escapes are JSON's, the UTF-8 is passed through
+        body = p.body.decode("utf-8")
+        self.assertIn('"dquote":"say \\"hi\\""', body)
+        self.assertIn('"utf8":"żółć ✓ 日本 🙂"', body)
+        self.assertNotRegex(body, r"[\x00-\x1f]")
+
+    def test_hard_values_jansson(self):
+        r = self.server.get("/test/db/hard/", timeout=CLIENT_TIMEOUT)
+        self.assertEqual(r.status, 200, r)
+        ref = strict_json(r.body)
+        self.assertEqual(len(ref), 1)
+        self.assertEqual(ref[0].pop("total_count"), 1)
+        self.assertSameRow(ref[0], self.HARD, "jansson")
+
+    def test_hard_values_same_as_jansson(self):
+        ref, p, page = self.both("/test/db/hard/")
+        self.assertEqual(page["count"], 1)
+        self.assertEqual(ref[0].pop("total_count"), 1)
+        self.assertSameRow(page["results"][0], ref[0])
+
+    def test_many_rows_same_as_jansson(self):
+        for n in (500, 1, 37):
+            with self.subTest(n=n):
+                ref, p, page = self.both("/test/db/many/", "?page_size=1000&n=%d" % n)
+                self.assertEqual(len(ref), n)
+                self.assertEqual(page["count"], n)
+                self.assertEqual(p.header("x-total-count"), str(n))
+                rows = page["results"]
+                self.assertEqual(len(rows), n)
+                for i, (got, want) in enumerate(zip(rows, ref)):
+                    self.assertEqual(want.pop("total_count"), n)
+                    self.assertEqual(got["id"], i + 1)
+                    self.assertSameRow(got, want, "row %d" % (i + 1))
+                if n >= 100:
+                    self.assertGreater(len(p.body), 50000)  # far past the first 4096-byte buffer
+        # a spot check that does not rely on jansson
+        _, _, page = self.both("/test/db/many/", "?page_size=1000&n=500")
+        r = page["results"][99]     # g = 100
+        self.assertEqual(r["s"], 'row "100"\n\\' + "ż" * (100 % 7))
+        self.assertEqual(r["f"], None)                # 100 % 5 == 0
+        self.assertEqual(r["ts"], "2026-01-01T00:02:30Z")
+        self.assertEqual(r["jb"], {"g": 100, "q": 'a"100', "l": [100, None]})
+        self.assertEqual(r["big"], -100000000700)
+        self.assertIs(r["even"], True)
+        self.assertIsNone(page["results"][6]["f_nan"])   # g = 7
+        self.assertEqual(page["results"][1]["ctrl"], "\x03\x03")   # g = 2
+
+    def test_empty_result_is_an_empty_page(self):
+        ref, p, page = self.both("/test/db/many/", "?n=0")
+        self.assertEqual(ref, [])
+        self.assertEqual(page, {"count": 0, "next": None, "previous": None, "results": []})
+        self.assertEqual(p.header("x-total-count"), "0")
 
 
 if __name__ == "__main__":
