@@ -12,7 +12,7 @@ import time
 import unittest
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from rxdtest import HOST, TEST_MODULES, Server, ServerTestCase, build_request, run_cli  # noqa: E402
+from rxdtest import HOST, SOURCE_DIR, TEST_MODULES, Server, ServerTestCase, build_request, run_cli  # noqa: E402
 
 TESTKIT_PATHS = ["/test/echo/", "/test/items/{id}/", "/test/items/{id}/sub/{name}/",
                  "/test/items/special/", "/test/json/", "/test/upload/", "/test/list/",
@@ -110,8 +110,12 @@ class StartupErrors(unittest.TestCase):
     def test_wrong_abi(self):
         err = self.serve_fails("badabi")
         self.assertIn("'badabi'", err)
-        self.assertIn("2.0", err)  # the module's ABI
-        self.assertIn("1.0", err)  # rxd's ABI
+        with open(os.path.join(SOURCE_DIR, "sdk", "rx.h")) as f:
+            header = f.read()
+        major = int(re.search(r"#define RX_ABI_MAJOR (\d+)", header).group(1))
+        minor = int(re.search(r"#define RX_ABI_MINOR (\d+)", header).group(1))
+        self.assertIn("built for SDK ABI %d.0" % (major + 1), err)  # the module's ABI
+        self.assertIn("this rxd has ABI %d.%d" % (major, minor), err)  # rxd's ABI
 
     def test_missing_requirement(self):
         for modules in ("testkit needy", "needy testkit"):
