@@ -21,6 +21,7 @@
 #include "kn_data.h"
 
 #include <errno.h>
+#include <math.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -1197,12 +1198,19 @@ json_t *rx_rows_value(const rx_rows *r, int row, int col)
     case 23: /* int4 */
     case 26: /* oid */
         return json_integer(strtoll(t, NULL, 10));
-    case 700: /* float4 */
-    case 701: /* float8 */
-        return json_real(strtod(t, NULL));
+    case 700:   /* float4 */
+    case 701: { /* float8: NaN and Infinity are not JSON numbers */
+        double d = strtod(t, NULL);
+        return isfinite(d) ? json_real(d) : json_null();
+    }
     case 114:    /* json */
     case 3802: { /* jsonb */
         json_t *j = json_loads(t, JSON_DECODE_ANY, NULL);
+        /* An integer beyond int64 (only SQL can store one: request bodies go
+         * through jansson too) keeps the document a document, its numbers
+         * as reals; rx_reply_rows_page copies the text exactly. */
+        if (j == NULL)
+            j = json_loads(t, JSON_DECODE_ANY | JSON_DECODE_INT_AS_REAL, NULL);
         return j ? j : json_string(t);
     }
     case 1184: /* timestamptz */

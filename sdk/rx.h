@@ -581,7 +581,13 @@ RX_EXPORT const char *rx_rows_text(const rx_rows *r, int row, int col);
 RX_EXPORT int rx_rows_int(const rx_rows *r, int row, int col, int64_t *out);
 RX_EXPORT int rx_rows_bool(const rx_rows *r, int row, int col, bool *out);
 /* JSON of one value / one row as an object (column names as keys) / all rows
- * as an array of objects, converted by column type. New references. */
+ * as an array of objects, converted by column type. New references.
+ * Conversions: bool -> true/false; int2/int4/int8/oid -> integer; float4/8 ->
+ * real (NaN and +-Infinity -> null); json/jsonb -> the document (one holding
+ * an integer beyond int64, which only SQL can store, with its numbers as
+ * reals); timestamptz -> "YYYY-MM-DDTHH:MM:SS[.ffffff]Z" (timestamp: the same,
+ * read as UTC); numeric (money stays exact), text, date, uuid, arrays and
+ * anything else -> its PostgreSQL text as a string; SQL NULL -> null. */
 RX_EXPORT json_t *rx_rows_value(const rx_rows *r, int row, int col);
 RX_EXPORT json_t *rx_rows_object(const rx_rows *r, int row);
 RX_EXPORT json_t *rx_rows_array(const rx_rows *r);
