@@ -15,12 +15,10 @@
 #include <stdio.h>
 #include <string.h>
 
-#define MAX_CONDS 16
-
 struct rx_list {
     rx_req *req;
     const char *cols, *from, *total, *order;
-    const char *conds[MAX_CONDS]; /* "$?" already numbered */
+    const char *conds[RX_LIST_MAX_CONDS]; /* "$?" already numbered */
     int nconds;
     rx_param params[RX_LIST_MAX_PARAMS];
     int nparams;
@@ -77,7 +75,7 @@ int rx_list_where(rx_list *l, const char *cond, rx_param p)
         return RX_ENOMEM;
     if (cond == NULL || *cond == '\0')
         return fail(l, RX_EINVAL);
-    if (l->nconds == MAX_CONDS)
+    if (l->nconds == RX_LIST_MAX_CONDS)
         return fail(l, RX_EINVAL);
     int n = 0;
     if (strstr(cond, "$?") != NULL) {

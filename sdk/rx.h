@@ -635,8 +635,10 @@ RX_EXPORT void rx_reply_rows_page(rx_req *req, rx_rows *rows);
  * Everything lives in the request arena. */
 typedef struct rx_list rx_list;
 
-/* Parameters one list query can carry, LIMIT and OFFSET included. */
+/* Parameters one list query can carry, LIMIT and OFFSET included (so 14
+ * conditions with "$?"), and conditions it can have, with or without one. */
 #define RX_LIST_MAX_PARAMS 16
+#define RX_LIST_MAX_CONDS 16
 
 /* An accepted value of ?ordering= and the ORDER BY text it selects. */
 typedef struct rx_ordering {
