@@ -14,10 +14,14 @@
 #   bench/run.sh          (if both are there already)
 # Knobs (environment): BENCH_RXD (build/rxd), BENCH_CONFIG (conf/rxd.conf),
 # BENCH_DURATION (10s), BENCH_ROUNDS (3), BENCH_THREADS (2), BENCH_CLIENTS (32),
-# BENCH_CONNS (10000), BENCH_NGINX_PORT (18080), BENCH_RXD_PORT (18000).
+# BENCH_CONNS (10000), BENCH_NGINX_PORT (18080), BENCH_RXD_PORT (18000),
+# BENCH_WAIT_FILE / BENCH_WAIT_UNTIL (wait for a quiet machine: bench/lib.sh).
+# rxd runs from a private copy of BENCH_RXD (a rebuild during the run changes nothing).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
-ROOT=$PWD
+TAG=bench
+# shellcheck source=bench/lib.sh
+. bench/lib.sh
 
 RXD=${BENCH_RXD:-build/rxd}
 CONFIG=${BENCH_CONFIG:-conf/rxd.conf}
@@ -28,118 +32,54 @@ CLIENTS=${BENCH_CLIENTS:-32}
 CONNS=${BENCH_CONNS:-10000}
 NGINX_PORT=${BENCH_NGINX_PORT:-18080}
 RXD_PORT=${BENCH_RXD_PORT:-18000}
-OUT=$ROOT/var/bench
 NGINX_URL=http://127.0.0.1:$NGINX_PORT/
 RXD_URL=http://127.0.0.1:$RXD_PORT/healthz
 
-die() { echo "bench: $*" >&2; exit 1; }
-
-for tool in wrk nginx curl python3; do
-    command -v "$tool" >/dev/null || die "$tool not found (make bench installs it: scripts/deps.sh --bench)"
-done
-[ -x "$RXD" ] || die "$RXD not built (make build)"
+need_tools wrk nginx curl python3
 [ -f "$CONFIG" ] || die "$CONFIG not found"
 
 mkdir -p "$OUT/nginx-tmp"
 stamp=$(date -u +%Y%m%dT%H%M%SZ)
 REPORT=$OUT/result-$stamp.txt
-WRK_LOG=$OUT/wrk-$stamp.log
-: >"$WRK_LOG"
+RAW_LOG=$OUT/wrk-$stamp.log
+: >"$RAW_LOG"
+bench_copy_bins "$RXD"
 
 # ---------------------------------------------------------------- cleanup
 
-NGINX_PID='' RXD_PID='' HOLD_PID=''
-stop_pid() { # pid signal: signal, wait up to 10 s, then SIGKILL
-    local pid=$1 sig=$2 _
-    [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null || return 0
-    kill "-$sig" "$pid" 2>/dev/null || true
-    for _ in $(seq 100); do
-        kill -0 "$pid" 2>/dev/null || break
-        sleep 0.1
-    done
-    kill -KILL "$pid" 2>/dev/null || true
-    wait "$pid" 2>/dev/null || true
-}
-STOP_SERVICES=0
-cleanup() {
+NGINX_PID='' HOLD_PID=''
+cleanup_extra() {
     stop_pid "$HOLD_PID" TERM
-    stop_pid "$RXD_PID" TERM
     stop_pid "$NGINX_PID" QUIT
-    if [ "$STOP_SERVICES" = 1 ]; then scripts/services.sh stop >/dev/null || true; fi
 }
-trap cleanup EXIT
-trap 'exit 130' INT TERM
 
 # ---------------------------------------------------------------- helpers
 
-port_free() { # nothing answers on 127.0.0.1:$1
-    ! (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null
-}
-
-wait_http() { # url pid name
-    local _
-    for _ in $(seq 100); do
-        kill -0 "$2" 2>/dev/null || return 1
-        curl -fsS -o /dev/null --max-time 1 "$1" 2>/dev/null && return 0
-        sleep 0.1
-    done
-    return 1
-}
-
 rss_kib() { awk '/^VmRSS:/ { print $2 }' "/proc/$1/status"; }
 
-# Run wrk once; print "req_per_s p99_ms errors" (errors: non-2xx + socket errors).
+# Run wrk once; sets RPS, P99 (ms) and ERR (non-2xx + socket errors).
 run_wrk() { # url duration
     local out
-    out=$(wrk "-t$THREADS" "-c$CLIENTS" "-d$2" --latency "$1")
-    printf '### %s %s\n%s\n\n' "$1" "$(date -u +%T)" "$out" >>"$WRK_LOG"
-    awk '
-        function ms(v) {
-            if (v ~ /us$/) return v * 0.001
-            if (v ~ /ms$/) return v + 0
-            if (v ~ /m$/)  return v * 60000
-            if (v ~ /s$/)  return v * 1000
-            return v + 0
-        }
-        /^Requests\/sec:/ { rps = $2 }
-        /^ +99%/ { p99 = ms($2) }
-        /Non-2xx or 3xx responses:/ { err += $NF }
-        /Socket errors:/ { for (i = 3; i <= NF; i++) if ($i ~ /^[0-9]+,?$/) err += $i + 0 }
-        END { printf "%.0f %.3f %d\n", rps, p99, err }' <<<"$out"
-}
-
-median() { # numbers...
-    printf '%s\n' "$@" | sort -g | awk '{ v[NR] = $1 }
-        END { if (NR % 2) print v[(NR + 1) / 2]; else print (v[NR / 2] + v[NR / 2 + 1]) / 2 }'
-}
-
-errnote() { if [ "$1" -gt 0 ]; then echo "  ($1 errors)"; fi; }
-
-verdict() { # value op target -> "ok" / "MISS" / "n/a"
-    case "$1" in '' | *[!0-9.]*) echo n/a; return ;; esac
-    awk -v v="$1" -v t="$3" -v op="$2" 'BEGIN {
-        ok = (op == ">=") ? (v >= t) : (v <= t); print ok ? "ok" : "MISS" }'
+    bg_run out wrk "-t$THREADS" "-c$CLIENTS" "-d$2" --latency "$1" || die "wrk failed (log: $RAW_LOG)"
+    read -r RPS P99 ERR _ < <(wrk_figures 0 3 <<<"$out")
 }
 
 # ---------------------------------------------------------------- header
 
 exec > >(tee "$REPORT") 2>&1
-echo "== rxd bench $stamp"
-echo "host     $(nproc) cpus, $(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -n1)," \
-     "$(uname -sr)"
-echo "commit   $(git rev-parse --short HEAD 2>/dev/null || echo '?')$(git diff --quiet HEAD 2>/dev/null || echo ' (dirty)')"
+bench_header "rxd bench"
 echo "rxd      $("$RXD" version 2>&1 | head -n1)"
 echo "nginx    $(nginx -v 2>&1 | sed 's/^nginx version: //')"
 echo "wrk      $(wrk --version 2>&1 | head -n1)"
 echo "load     wrk -t$THREADS -c$CLIENTS -d$DURATION --latency, $ROUNDS rounds each, alternating"
+bench_wait_quiet
 
 # ---------------------------------------------------------------- start servers
 
 # rxd checks its own migrations at start, so it needs the database even without
 # modules: the local services (scripts/services.sh), unless the caller points
 # RXD_DATABASE_URL / RXD_REDIS_URL elsewhere. Stopped again if this script started them.
-scripts/services.sh status >/dev/null 2>&1 || STOP_SERVICES=1
-scripts/services.sh start >/dev/null
+services_start
 eval "$(scripts/services.sh env)"
 
 port_free "$NGINX_PORT" || die "127.0.0.1:$NGINX_PORT is in use (BENCH_NGINX_PORT)"
@@ -222,18 +162,20 @@ sleep 1
 # ---------------------------------------------------------------- throughput
 
 echo "warmup   2s each"
-run_wrk "$NGINX_URL" 2s >/dev/null
-run_wrk "$RXD_URL" 2s >/dev/null
+run_wrk "$NGINX_URL" 2s
+run_wrk "$RXD_URL" 2s
 
 nginx_rps=() nginx_p99=() rxd_rps=() rxd_p99=() errors=0
 for round in $(seq "$ROUNDS"); do
-    read -r rps p99 err < <(run_wrk "$NGINX_URL" "$DURATION")
+    run_wrk "$NGINX_URL" "$DURATION"
+    rps=$RPS p99=$P99 err=$ERR
     nginx_rps+=("$rps") nginx_p99+=("$p99") errors=$((errors + err))
-    [ "${rps:-0}" -gt 0 ] || die "wrk got nothing from $NGINX_URL (log: $WRK_LOG)"
+    [ "${rps:-0}" -gt 0 ] || die "wrk got nothing from $NGINX_URL (log: $RAW_LOG)"
     echo "round $round  nginx $rps req/s  p99 $p99 ms$(errnote "$err")"
-    read -r rps p99 err < <(run_wrk "$RXD_URL" "$DURATION")
+    run_wrk "$RXD_URL" "$DURATION"
+    rps=$RPS p99=$P99 err=$ERR
     rxd_rps+=("$rps") rxd_p99+=("$p99") errors=$((errors + err))
-    [ "${rps:-0}" -gt 0 ] || die "wrk got nothing from $RXD_URL (log: $WRK_LOG)"
+    [ "${rps:-0}" -gt 0 ] || die "wrk got nothing from $RXD_URL (log: $RAW_LOG)"
     echo "round $round  rxd   $rps req/s  p99 $p99 ms$(errnote "$err")"
 done
 kill -0 "$RXD_PID" 2>/dev/null || die "rxd died under load (log: $OUT/rxd.log)"
@@ -256,6 +198,7 @@ printf '%-22s %12s   %-22s %s\n' "rxd idle RSS" "$idle_mib MiB" "target <= 16 Mi
 printf '%-22s %12s   %-22s %s\n' "rxd per idle conn" "$per_conn KiB" "target <= 5 KiB" \
     "$(verdict "$per_conn" "<=" 5)"
 echo "(rxd RSS $rss_idle KiB idle, $rss_conns KiB with $CONNS connections)"
-[ "$errors" -eq 0 ] || echo "bench: warning: $errors wrk errors (non-2xx or socket errors); figures suspect"
+[ "$errors" -eq 0 ] || echo "$TAG: warning: $errors wrk errors (non-2xx or socket errors); figures suspect"
+bench_end
 echo "report   $REPORT"
-echo "wrk      $WRK_LOG"
+echo "wrk      $RAW_LOG"
