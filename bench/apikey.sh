@@ -28,7 +28,7 @@
 # (`rxd createsuperuser --password-stdin`, random password), one pharmacy (psql INSERT)
 # and one key (`rxd apikey create --pharmacy ID`, the key is its last output line).
 # rxd: build/rxd serve with only these settings (an empty config file, no RXD_* inherited):
-# those modules from a temporary directory holding links to build/modules/*.so and
+# those modules from a temporary directory holding copies of build/modules/*.so and
 # build/test-modules/{datakit,testkit}.so, RXD_WORKERS=2 RXD_LOG_ACCESS=off
 # RXD_RATELIMIT_ENABLED=false RXD_JWT_SECRET=<48 random bytes> (the key's pepper is
 # derived from it), on 127.0.0.1:18002.
@@ -48,10 +48,15 @@
 # BENCH_TEST_MODULES (build/test-modules), BENCH_DURATION (10, seconds), BENCH_ROUNDS (3),
 # BENCH_THREADS (2), BENCH_CLIENTS (32), BENCH_SCALE (1), BENCH_KEYS_RXD_PORT (18002;
 # bench/auth.sh uses it too: do not run both at once), BENCH_KEEP_DB (0), BENCH_CALLGRIND (0),
+# BENCH_WAIT_FILE / BENCH_WAIT_UNTIL (wait for a quiet machine: bench/lib.sh),
 # RXD_PG_PORT (55432), RXD_REDIS_PORT (56379).
+# rxd and the modules run from a private copy (a rebuild during the run changes nothing);
+# the raw log never shows the key, the password or the JWT secret.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
-ROOT=$PWD
+TAG=bench/apikey
+# shellcheck source=bench/lib.sh
+. bench/lib.sh
 
 RXD=${BENCH_RXD:-build/rxd}
 MODULE_PATH=${BENCH_MODULE_PATH:-build/modules}
@@ -64,164 +69,48 @@ SCALE=${BENCH_SCALE:-1}
 RXD_PORT=${BENCH_KEYS_RXD_PORT:-18002}
 KEEP_DB=${BENCH_KEEP_DB:-0}
 CALLGRIND=${BENCH_CALLGRIND:-0}
-PG_PORT=${RXD_PG_PORT:-55432}
-REDIS_PORT=${RXD_REDIS_PORT:-56379}
-PG_HOST=127.0.0.1
-PG_BIN=/usr/lib/postgresql/15/bin
 DB=rxd_bench_keys
 DB_URL=postgresql://rxd@$PG_HOST:$PG_PORT/$DB
 REDIS_URL=redis://127.0.0.1:$REDIS_PORT/4
-OUT=$ROOT/var/bench
 RXD_URL=http://127.0.0.1:$RXD_PORT
-MAX_ID=$((SCALE * 100000))
 EMAIL=bench-keys@example.com
 MODULES="notify auth rbac pharmacies datakit testkit"
 # Old Django host (DESIGN.md §8): pgbench -S 45.9k tx/s, pharmacy detail 954 req/s; 30×.
 OLD_PGBENCH=45900 OLD_DETAIL=954 OLD_FACTOR=30
 
-die() { echo "bench/apikey: $*" >&2; exit 1; }
-
-case "$DURATION$ROUNDS$SCALE$RXD_PORT$CLIENTS$THREADS$CALLGRIND" in
-*[!0-9]*) die "BENCH_DURATION, BENCH_ROUNDS, BENCH_SCALE, BENCH_CLIENTS, BENCH_THREADS, BENCH_KEYS_RXD_PORT, BENCH_CALLGRIND are integers" ;;
-esac
+check_ints "BENCH_DURATION, BENCH_ROUNDS, BENCH_SCALE, BENCH_CLIENTS, BENCH_THREADS, BENCH_KEYS_RXD_PORT, BENCH_CALLGRIND" \
+    "$DURATION" "$ROUNDS" "$SCALE" "$RXD_PORT" "$CLIENTS" "$THREADS" "$CALLGRIND"
+MAX_ID=$((SCALE * 100000))
 [ "$CALLGRIND" = 0 ] || [ "$CALLGRIND" -le "$MAX_ID" ] || die "BENCH_CALLGRIND is at most $MAX_ID"
 if [ "$CALLGRIND" != 0 ]; then
     for tool in valgrind callgrind_control callgrind_annotate; do
         command -v "$tool" >/dev/null || die "$tool not found (apt-get install valgrind)"
     done
 fi
-for tool in wrk curl jq redis-cli; do
-    command -v "$tool" >/dev/null || die "$tool not found (scripts/deps.sh --bench installs wrk)"
-done
-PGBENCH=$PG_BIN/pgbench
-[ -x "$PGBENCH" ] || PGBENCH=$(command -v pgbench) || die "pgbench not found (postgresql-15)"
-PSQL=$PG_BIN/psql
-[ -x "$PSQL" ] || PSQL=$(command -v psql) || die "psql not found"
-[ -x "$RXD" ] || die "$RXD not built (make build)"
-for so in notify auth rbac pharmacies; do
-    [ -f "$MODULE_PATH/$so.so" ] || die "$MODULE_PATH/$so.so not built (make build)"
-done
-for so in datakit testkit; do
-    [ -f "$TEST_MODULES/$so.so" ] || die "$TEST_MODULES/$so.so not built (make build)"
-done
+need_tools wrk curl jq redis-cli
+need_pg_tools
 [ -f bench/item.lua ] || die "bench/item.lua missing"
 
-mkdir -p "$OUT"
-stamp=$(date -u +%Y%m%dT%H%M%SZ)
-REPORT=$OUT/apikey-result-$stamp.txt
-RAW_LOG=$OUT/apikey-raw-$stamp.log
-RXD_LOG=$OUT/apikey-rxd-$stamp.log
-RXD_CONF=$OUT/apikey-rxd.conf
-: >"$RAW_LOG"
-echo "# Written by bench/apikey.sh: empty, everything comes from the environment." >"$RXD_CONF"
+bench_files apikey
+rxd_unset_init
+# module_path takes one directory: the real modules and the two test modules, copied.
+bench_copy_bins "$RXD" "$MODULE_PATH/" notify auth rbac pharmacies "$TEST_MODULES/" datakit testkit
 
-# rxd gets only the RXD_* variables set below, none inherited from the caller.
-RXD_UNSET=()
-while IFS= read -r v; do
-    case "$v" in RXD_*) RXD_UNSET+=(-u "$v") ;; esac
-done < <(compgen -e)
-
-# module_path takes one directory: links to the real modules and the two test modules.
-MOD_DIR=$(mktemp -d "${TMPDIR:-/tmp}/rxd-bench-keys.XXXXXX")
-for f in "$ROOT/$MODULE_PATH"/*.so; do ln -s "$f" "$MOD_DIR/"; done
-ln -s "$ROOT/$TEST_MODULES/datakit.so" "$ROOT/$TEST_MODULES/testkit.so" "$MOD_DIR/"
-
-JWT_SECRET=$(head -c 48 /dev/urandom | base64 | tr -d '\n')
-# Meets the password rules (upper, lower, digit, one of @$!%*?&#), random per run.
-PASSWORD="Bb9!$(head -c 12 /dev/urandom | od -An -tx1 | tr -d ' \n')"
-RXD_ENV=(env "${RXD_UNSET[@]}" RXD_MODULES="$MODULES" RXD_MODULE_PATH="$MOD_DIR"
+JWT_SECRET=$(rand_secret)
+PASSWORD=$(rand_password)
+secret "$JWT_SECRET" jwt-secret
+secret "$PASSWORD" password
+RXD_ENV=(env "${RXD_UNSET[@]}" RXD_MODULES="$MODULES" RXD_MODULE_PATH="$BIN_DIR/modules"
     RXD_DATABASE_URL="$DB_URL" RXD_REDIS_URL="$REDIS_URL" RXD_JWT_SECRET="$JWT_SECRET"
     RXD_NOTIFY_SMS_PROVIDER=log RXD_NOTIFY_EMAIL_PROVIDER=log
     RXD_NOTIFY_LOG_OUTBOX="$OUT/apikey-outbox.jsonl")
 
 # ---------------------------------------------------------------- cleanup
 
-RXD_PID='' LOAD_PID='' STOP_PG=0 STOP_REDIS=0 DB_MADE=0 KEY=''
-stop_pid() { # pid signal: signal, wait up to 10 s, then SIGKILL
-    local pid=$1 sig=$2 _
-    [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null || return 0
-    kill "-$sig" "$pid" 2>/dev/null || true
-    for _ in $(seq 100); do
-        kill -0 "$pid" 2>/dev/null || break
-        sleep 0.1
-    done
-    kill -KILL "$pid" 2>/dev/null || true
-    wait "$pid" 2>/dev/null || true
-}
-as_pg() { if [ "$(id -u)" -eq 0 ]; then (cd / && runuser -u postgres -- "$@"); else "$@"; fi; }
-drop_db() {
-    PGOPTIONS="-c client_min_messages=warning" "$PSQL" -X -q \
-        -d "postgresql://rxd@$PG_HOST:$PG_PORT/postgres" -c "DROP DATABASE IF EXISTS $DB" \
-        >/dev/null 2>&1 || true
-}
-cleanup() {
-    stop_pid "$LOAD_PID" INT
-    stop_pid "$RXD_PID" TERM
-    rm -rf "$MOD_DIR"
-    rm -f "$OUT/apikey-outbox.jsonl"
-    if [ "$DB_MADE" = 1 ] && [ "$KEEP_DB" != 1 ]; then drop_db; fi
-    if [ "$STOP_PG" = 1 ] && [ "$STOP_REDIS" = 1 ]; then
-        scripts/services.sh stop >/dev/null 2>&1 || true
-    elif [ "$STOP_PG" = 1 ]; then # only what we started: Redis was running before
-        as_pg "$PG_BIN/pg_ctl" -D "$ROOT/var/pg" -m fast -w stop >/dev/null 2>&1 || true
-    elif [ "$STOP_REDIS" = 1 ]; then
-        redis-cli -h 127.0.0.1 -p "$REDIS_PORT" shutdown nosave >/dev/null 2>&1 || true
-    fi
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
+KEY=''
+cleanup_extra() { rm -f "$OUT/apikey-outbox.jsonl"; }
 
 # ---------------------------------------------------------------- helpers
-
-port_free() { ! (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
-
-log_raw() { # title rc output
-    printf '### %s  %s (rc %d)\n%s\n\n' "$(date -u +%T)" "$1" "$2" "$3" >>"$RAW_LOG"
-}
-
-# Run a load generator in the background (so a signal reaches the trap at once).
-bg_run() { # outvar cmd...
-    local -n _out=$1
-    shift
-    local tmp rc=0
-    tmp=$(mktemp)
-    "$@" >"$tmp" 2>&1 &
-    LOAD_PID=$!
-    wait "$LOAD_PID" || rc=$?
-    LOAD_PID=''
-    _out=$(cat "$tmp")
-    rm -f "$tmp"
-    local title="$*"
-    [ -z "$KEY" ] || title=${title//"$KEY"/<key>}
-    log_raw "$title" "$rc" "$_out"
-    return "$rc"
-}
-
-# "req_per_s p99_ms errors" from wrk's output (errors: non-2xx + socket errors).
-wrk_figures() {
-    awk '
-        function ms(v) {
-            if (v ~ /us$/) return v * 0.001
-            if (v ~ /ms$/) return v + 0
-            if (v ~ /m$/)  return v * 60000
-            if (v ~ /s$/)  return v * 1000
-            return v + 0
-        }
-        /^Requests\/sec:/ { rps = $2 }
-        /^ +99%/ { p99 = ms($2) }
-        /Non-2xx or 3xx responses:/ { err += $NF }
-        /Socket errors:/ { for (i = 3; i <= NF; i++) if ($i ~ /^[0-9]+,?$/) err += $i + 0 }
-        END { printf "%.0f %.2f %d\n", rps, p99, err }'
-}
-
-# pgbench once; sets TPS. (No $(...) around these: the load generator must stay a
-# child of this shell, so the trap can stop it.)
-run_pgbench() { # seconds
-    local out
-    bg_run out "$PGBENCH" -S -M prepared -n -c "$CLIENTS" -j "$THREADS" -T "$1" \
-        -h "$PG_HOST" -p "$PG_PORT" -U rxd "$DB" || die "pgbench failed (log: $RAW_LOG)"
-    TPS=$(awk '/^tps = / { tps = $3 } END { printf "%.0f\n", tps }' <<<"$out")
-}
 
 # wrk once (-t$THREADS -c$CLIENTS) on one of the measured routes; sets RPS, P99 (ms), ERR.
 run_route() { # seconds a|k|b|t
@@ -234,65 +123,43 @@ run_route() { # seconds a|k|b|t
     esac
     bg_run out env BENCH_ITEM_MAX="$MAX_ID" wrk "-t$THREADS" "-c$CLIENTS" "-d${secs}s" --latency \
         "${args[@]}" || die "wrk failed (log: $RAW_LOG)"
-    read -r RPS P99 ERR < <(wrk_figures <<<"$out")
+    read -r RPS P99 ERR _ < <(wrk_figures 0 2 <<<"$out")
     [ "${RPS:-0}" -gt 0 ] || die "wrk got nothing from route $2 (log: $RAW_LOG)"
-}
-
-median() {
-    printf '%s\n' "$@" | sort -g | awk '{ v[NR] = $1 }
-        END { if (NR % 2) print v[(NR + 1) / 2]; else print (v[NR / 2] + v[NR / 2 + 1]) / 2 }'
-}
-
-ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", (b > 0) ? a / b : 0 }'; }
-
-errnote() { if [ "$1" -gt 0 ]; then echo "  ($1 errors)"; fi; }
-
-verdict() { # value op target -> "ok" / "MISS" / "n/a"
-    case "$1" in '' | *[!0-9.]*) echo n/a; return ;; esac
-    awk -v v="$1" -v t="$3" -v op="$2" 'BEGIN {
-        ok = (op == ">=") ? (v >= t) : (v <= t); print ok ? "ok" : "MISS" }'
 }
 
 # ---------------------------------------------------------------- header
 
 exec > >(tee "$REPORT") 2>&1
-echo "== rxd API-key bench $stamp"
-echo "host     $(nproc) cpus, $(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -n1)," \
-     "$(uname -sr), load average $(cut -d' ' -f1-3 /proc/loadavg)"
-echo "commit   $(git rev-parse --short HEAD 2>/dev/null || echo '?')$(git diff --quiet HEAD 2>/dev/null || echo ' (dirty)')"
+bench_header "rxd API-key bench"
 echo "rxd      $("$RXD" version 2>&1 | head -n1)"
 echo "pg       $("$PGBENCH" --version)"
 echo "wrk      $(wrk --version 2>&1 | head -n1 | cut -c1-40)"
 echo "load     pgbench -S -M prepared -n -c$CLIENTS -j$THREADS -T$DURATION;" \
      "wrk -t$THREADS -c$CLIENTS -d${DURATION}s --latency; $ROUNDS rounds, alternating"
+bench_wait_quiet
 
 # ---------------------------------------------------------------- database
 
-"$PG_BIN/pg_isready" -q -h "$PG_HOST" -p "$PG_PORT" -t 2 >/dev/null 2>&1 || STOP_PG=1
-[ "$(redis-cli -h 127.0.0.1 -p "$REDIS_PORT" ping 2>/dev/null)" = PONG ] || STOP_REDIS=1
-scripts/services.sh start >/dev/null
+services_start
 port_free "$RXD_PORT" || die "127.0.0.1:$RXD_PORT is in use (BENCH_KEYS_RXD_PORT)"
 
-admin=(-X -q -v ON_ERROR_STOP=1 -d "postgresql://rxd@$PG_HOST:$PG_PORT/postgres")
-DB_MADE=1
-drop_db
-"$PSQL" "${admin[@]}" -c "CREATE DATABASE $DB" >/dev/null
+db_recreate "$DB"
 echo "init     pgbench -i -s $SCALE $DB ($MAX_ID accounts)"
-"$PGBENCH" -i -s "$SCALE" -q -h "$PG_HOST" -p "$PG_PORT" -U rxd "$DB" >>"$RAW_LOG" 2>&1 ||
-    die "pgbench -i failed (log: $RAW_LOG)"
-"${RXD_ENV[@]}" "$RXD" --config "$RXD_CONF" migrate >>"$RAW_LOG" 2>&1 ||
+pgbench_init "$DB"
+rxd_cli migrate >>"$RAW_LOG" 2>&1 ||
     die "rxd migrate failed (log: $RAW_LOG)"
 printf '%s\n' "$PASSWORD" |
-    "${RXD_ENV[@]}" "$RXD" --config "$RXD_CONF" createsuperuser --email "$EMAIL" --password-stdin \
+    rxd_cli createsuperuser --email "$EMAIL" --password-stdin \
         >>"$RAW_LOG" 2>&1 || die "rxd createsuperuser failed (log: $RAW_LOG)"
 PHARMACY=$("$PSQL" -X -q -t -A -v ON_ERROR_STOP=1 -d "$DB_URL" -c \
     "INSERT INTO pharmacies (name, address, phone, license_number)
      VALUES ('Bench Pharmacy', '1 Bench Road, Dhaka', '+8801700000000', 'DGDA-BENCH-1')
      RETURNING id") || die "pharmacy INSERT failed"
-key_out=$("${RXD_ENV[@]}" "$RXD" --config "$RXD_CONF" apikey create --pharmacy "$PHARMACY" \
+key_out=$(rxd_cli apikey create --pharmacy "$PHARMACY" \
     --name bench 2>>"$RAW_LOG") || die "rxd apikey create failed (log: $RAW_LOG)"
 KEY=$(tail -n 1 <<<"$key_out")
 case "$KEY" in rxk_*) ;; *) die "rxd apikey create printed no key" ;; esac
+secret "$KEY" key
 log_raw "rxd apikey create --pharmacy $PHARMACY" 0 "$(head -n 1 <<<"$key_out")"
 echo "data     pharmacy $PHARMACY, one key (prefix ${KEY:4:8}), super admin $EMAIL"
 
@@ -301,12 +168,7 @@ echo "data     pharmacy $PHARMACY, one key (prefix ${KEY:4:8}), super admin $EMA
 "${RXD_ENV[@]}" RXD_LISTEN="127.0.0.1:$RXD_PORT" RXD_LOG_ACCESS=off RXD_WORKERS=2 \
     RXD_RATELIMIT_ENABLED=false "$RXD" --config "$RXD_CONF" serve >>"$RXD_LOG" 2>&1 &
 RXD_PID=$!
-for _ in $(seq 100); do
-    kill -0 "$RXD_PID" 2>/dev/null || break
-    curl -fsS -o /dev/null --max-time 1 "$RXD_URL/healthz" 2>/dev/null && break
-    sleep 0.1
-done
-curl -fsS -o /dev/null --max-time 1 "$RXD_URL/healthz" 2>/dev/null ||
+wait_http "$RXD_URL/healthz" "$RXD_PID" ||
     { tail -n 20 "$RXD_LOG" >&2; die "rxd did not come up on $RXD_URL (log: $RXD_LOG)"; }
 
 # Each route answers what it should (the pool connects in the background: retry).
@@ -342,12 +204,12 @@ declare -A LABEL=(
 )
 declare -A RPS_OF=() P99_OF=()
 echo "warmup   2 s each"
-run_pgbench 2
+run_pgbench "$DB" 2 -S
 for r in "${NAMES[@]}"; do run_route 2 "$r"; done
 
 pg_tps=() errors=0
 for round in $(seq "$ROUNDS"); do
-    run_pgbench "$DURATION"
+    run_pgbench "$DB" "$DURATION" -S
     pg_tps+=("$TPS")
     printf 'round %s  %-32s %7s tps\n' "$round" "pgbench -S" "$TPS"
     for r in "${NAMES[@]}"; do
@@ -391,7 +253,7 @@ printf '%-32s %12s   target >= %s (30 x 954) %s  (%s x Django)\n' "b scaled to 4
     "$scaled req/s" "$target" "$(verdict "$scaled" ">=" "$target")" "$times_old"
 printf '%-32s %12s   target < 20 ms         %s\n' "p99 of b" "${MP[b]} ms" \
     "$(verdict "${MP[b]}" "<=" 20)"
-[ "$errors" -eq 0 ] || echo "bench/apikey: warning: $errors wrk errors (non-2xx or socket errors); figures suspect"
+[ "$errors" -eq 0 ] || echo "$TAG: warning: $errors wrk errors (non-2xx or socket errors); figures suspect"
 
 # ---------------------------------------------------------------- profile (BENCH_CALLGRIND)
 
@@ -477,5 +339,6 @@ if [ "$CALLGRIND" -gt 0 ]; then
     cg_diff "$CG_DIR/incl-k.tsv" "$CG_DIR/incl-b.tsv"
     echo "dumps    $CG_DIR (callgrind_annotate --inclusive=yes callgrind.out.4)"
 fi
+bench_end
 echo "report   $REPORT"
 echo "raw      $RAW_LOG (wrk and pgbench output), rxd log $RXD_LOG"
