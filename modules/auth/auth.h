@@ -68,6 +68,10 @@ typedef struct auth_ctx {
     int64_t iat;
     const char *template_name;
     json_t *pending; /* extra fields for a reply (owned) */
+    /* me.c: both identifiers a body carried, normalised ("" when absent),
+     * and whether a code goes to c->ident once the other fields are written. */
+    char email[256], phone[256];
+    bool send_code;
     void *extra;
 } auth_ctx;
 

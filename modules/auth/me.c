@@ -1,15 +1,26 @@
 /*
  * me.c — GET/PUT/PATCH /api/auth/me/. Updates are always partial (the old
  * backend's PUT was too). A new e-mail or phone is never applied unproven:
- * sent alone it gets a code and a "pending_verification" answer; sent again
- * with that code ({email or phone, otp}) it is applied and marked verified.
- * role, status and pharmacy in a body are ignored.
+ * it gets a code and a "pending_verification" answer; sent again with that
+ * code ({email or phone, otp}) it is applied and marked verified. Other
+ * fields in the same body are applied either way: with a new identifier and
+ * no code, after every check that can refuse (validation, identifier or
+ * username taken, the per-address send limit), then the code is sent and the
+ * pending answer carries the updated user. The old frontend's profile form
+ * sends the whole form, the current e-mail and phone included: an identifier
+ * equal to the user's own (normalised as the identifier parser does, e-mail
+ * ignoring case) is no change, except when it comes alone and is still
+ * unverified (a code to prove it, as before). role, status and pharmacy in a
+ * body are ignored.
  */
 #include "auth.h"
 
 #include <ctype.h>
 #include <stdio.h>
 #include <string.h>
+#include <strings.h>
+
+static void send_pending(rx_req *req, json_t *user);
 
 static void reply_user(rx_req *req, rx_rows *rows)
 {
@@ -28,6 +39,10 @@ static void reply_user(rx_req *req, rx_rows *rows)
     auth_ctx *c = auth_ctx_get(req);
     if (c->picture_name[0] && old != NULL && strcmp(old, c->picture_name) != 0)
         auth_picture_remove(old);
+    if (c->send_code) {
+        send_pending(req, ident_user_json(req, rows, 0));
+        return;
+    }
     rx_reply_json(req, 200, ident_user_json(req, rows, 0));
 }
 
@@ -126,6 +141,20 @@ static void pending_sent(rx_req *req)
     rx_reply_json(req, 200, body);
 }
 
+/* The code to c->ident, then the pending answer with `user` (reference
+ * stolen). After the other fields were written (send_code), a failure here
+ * (Redis down: 503; the notify job not enqueued: the SDK's database answer)
+ * reaches the client as that error although the other fields are saved:
+ * a GET shows them, and sending the same body again changes nothing more
+ * and sends the code (one more of the address's sends per hour). */
+static void send_pending(rx_req *req, json_t *user)
+{
+    auth_ctx *c = auth_ctx_get(req);
+    json_decref(c->pending);
+    c->pending = user;
+    auth_otp_send(req, c, "OTP_SENT", pending_sent);
+}
+
 static void pending_limited(rx_req *req, int err, const rx_ratelimit_result *res)
 {
     auth_ctx *c = auth_ctx_get(req);
@@ -142,10 +171,24 @@ static void pending_limited(rx_req *req, int err, const rx_ratelimit_result *res
                            "Too many OTP requests. Please try again later.");
         return;
     }
+    /* Every check passed: write the other fields (the code follows in
+     * reply_user), or, with none, send the code at once. */
+    if (c->send_code) {
+        apply_or_store(req);
+        return;
+    }
     auth_otp_send(req, c, "OTP_SENT", pending_sent);
 }
 
-static void pending_checked(rx_req *req, rx_rows *rows)
+static bool has_flag(const rx_rows *rows, const char *name)
+{
+    bool v = false;
+    rx_rows_bool(rows, 0, rx_rows_column(rows, name), &v);
+    return v;
+}
+
+/* The user's row is read: decide what the identifiers in the body mean. */
+static void identifiers_checked(rx_req *req, rx_rows *rows)
 {
     if (rx_rows_failed(rows)) {
         rx_reply_db_error(req, rows);
@@ -156,15 +199,61 @@ static void pending_checked(rx_req *req, rx_rows *rows)
         rx_reply_error(req, 404, "not_found", "Not found.");
         return;
     }
-    bool taken = false;
-    rx_rows_bool(rows, 0, rx_rows_column(rows, "taken"), &taken);
-    if (taken) {
-        rx_reply_invalid_field(req, c->kind == AUTH_PHONE ? "phone" : "email",
-                               c->kind == AUTH_PHONE ? "user with this phone already exists."
-                                                     : "user with this email already exists.");
+    const char *cur_email = rx_rows_text(rows, 0, rx_rows_column(rows, "email"));
+    const char *cur_phone = rx_rows_text(rows, 0, rx_rows_column(rows, "phone"));
+    bool same_email = c->email[0] && cur_email != NULL && strcasecmp(cur_email, c->email) == 0;
+    bool same_phone = c->phone[0] && cur_phone != NULL && strcmp(cur_phone, c->phone) == 0;
+    bool others = c->username || c->address || c->gender || c->dob || c->picture;
+    bool email = c->email[0] != '\0', phone = c->phone[0] != '\0';
+    if (email && phone) {
+        /* The whole form: the unchanged one is no change. */
+        email = email && !same_email;
+        phone = phone && !same_phone;
+        if (email && phone) {
+            rx_reply_invalid_field(req, "non_field_errors",
+                                   "Provide either phone or email, not both.");
+            return;
+        }
+    } else if (c->otp == NULL && (same_email || same_phone)) {
+        /* One identifier, the user's own: no change, unless it comes alone
+         * and is unverified, which asks for a code to prove it (as it always
+         * did). With a code it is proven and marked verified, as before. */
+        bool verified = false;
+        rx_rows_bool(rows, 0,
+                     rx_rows_column(rows, same_email ? "email_verified" : "phone_verified"),
+                     &verified);
+        if (others || verified)
+            email = phone = false;
+    }
+    if (!email && !phone) {
+        c->kind = AUTH_NONE;
+        c->otp = NULL;
+        apply_or_store(req);
         return;
     }
-    c->pending = ident_user_json(req, rows, 0);
+    c->kind = email ? AUTH_EMAIL : AUTH_PHONE;
+    snprintf(c->ident, sizeof c->ident, "%s", email ? c->email : c->phone);
+    if (c->otp != NULL) {
+        /* A taken identifier is the UPDATE's unique violation, after the
+         * code, as before. */
+        auth_otp_check(req, c, apply_or_store);
+        return;
+    }
+    if (has_flag(rows, email ? "email_taken" : "phone_taken")) {
+        rx_reply_invalid_field(req, email ? "email" : "phone",
+                               email ? "user with this email already exists."
+                                     : "user with this phone already exists.");
+        return;
+    }
+    /* Refused before a code is counted or anything written; a race with
+     * another user taking the name is still the UPDATE's unique violation. */
+    if (has_flag(rows, "username_taken")) {
+        rx_reply_invalid_field(req, "username", "A user with that username already exists.");
+        return;
+    }
+    c->send_code = others;
+    if (!others)
+        c->pending = ident_user_json(req, rows, 0);
     c->user_id = rx_req_principal(req)->user_id;
     char key[300];
     snprintf(key, sizeof key, "auth:otp_send:%s", c->ident);
@@ -175,6 +264,19 @@ static void pending_checked(rx_req *req, rx_rows *rows)
         json_decref(c->pending);
         c->pending = NULL;
         rx_reply_unavailable(req, 0);
+    }
+}
+
+/* One of phone/email, normalised into out (left "" when absent or blank). */
+static void identifier(auth_ctx *c, const char *name, json_t *errs, char *out, size_t outlen)
+{
+    const char *v = auth_str(c, name, errs, 255);
+    if (v == NULL || *v == '\0')
+        return;
+    bool ph = strcmp(name, "phone") == 0;
+    if ((ph ? ident_norm_phone(v, out, outlen) : ident_norm_email(v, out, outlen)) != 0) {
+        out[0] = '\0';
+        auth_err(errs, name, ph ? "Enter a valid phone number." : "Enter a valid email address.");
     }
 }
 
@@ -230,12 +332,9 @@ void auth_me_update(rx_req *req)
                 c->picture = p;
         }
     }
-    /* A new e-mail or phone, proven or to be proven. */
-    json_t *ierrs = json_object();
-    bool ident = auth_identifier(c, ierrs, false) == 0;
-    if (json_object_size(ierrs) > 0)
-        json_object_update(errs, ierrs);
-    json_decref(ierrs);
+    /* E-mail and phone: which of them is a change needs the user's row. */
+    identifier(c, "phone", errs, c->phone, sizeof c->phone);
+    identifier(c, "email", errs, c->email, sizeof c->email);
     c->otp = auth_str(c, "otp", errs, 255);
     if (c->otp != NULL && *c->otp == '\0')
         c->otp = NULL;
@@ -244,20 +343,19 @@ void auth_me_update(rx_req *req)
         return;
     }
     json_decref(errs);
-    if (ident && c->otp != NULL) {
-        auth_otp_check(req, c, apply_or_store);
+    if (c->email[0] == '\0' && c->phone[0] == '\0') {
+        apply_or_store(req);
         return;
     }
-    if (ident) {
-        rx_db(req, pending_checked,
-              "SELECT " AUTH_USER_COLS ","
-              "  EXISTS (SELECT 1 FROM users o WHERE o.id <> u.id AND"
-              "          CASE WHEN $3 = 'phone' THEN o.phone = $2"
-              "               ELSE o.email <> '' AND lower(o.email) = lower($2) END) AS taken"
-              " FROM users u WHERE u.id = $1 AND u.deleted_at IS NULL",
-              RX_INT(rx_req_principal(req)->user_id), RX_TEXT(c->ident),
-              RX_TEXT(c->kind == AUTH_PHONE ? "phone" : "email"));
-        return;
-    }
-    apply_or_store(req);
+    rx_db(req, identifiers_checked,
+          "SELECT " AUTH_USER_COLS ","
+          "  $2::text <> '' AND EXISTS (SELECT 1 FROM users o WHERE o.id <> u.id"
+          "      AND o.email <> '' AND lower(o.email) = lower($2)) AS email_taken,"
+          "  $3::text <> '' AND EXISTS (SELECT 1 FROM users o WHERE o.id <> u.id"
+          "      AND o.phone = $3) AS phone_taken,"
+          "  $4::text IS NOT NULL AND EXISTS (SELECT 1 FROM users o WHERE o.id <> u.id"
+          "      AND lower(o.username) = lower($4)) AS username_taken"
+          " FROM users u WHERE u.id = $1 AND u.deleted_at IS NULL",
+          RX_INT(rx_req_principal(req)->user_id), RX_TEXT(c->email), RX_TEXT(c->phone),
+          RX_TEXT(c->username));
 }

@@ -882,6 +882,143 @@ class Tokens(AuthCase):
         self.assertUser(r.json(), phone=e164(phone), phone_verified=True, email=e["email"])
         self.assertEqual(self.login(phone, e["password"]).status, 200)
 
+    # -- PATCH me with e-mail/phone next to other fields (the old profile form) --
+
+    def user_row(self, user_id):
+        """username|email|phone|address|gender|date_of_birth|email_verified|phone_verified"""
+        return self.sql("SELECT username, email, phone, address, coalesce(gender, ''),"
+                        " coalesce(date_of_birth::text, ''), email_verified, phone_verified"
+                        " FROM %s WHERE id = %d" % (af.USERS_TABLE, user_id)).split("|")
+
+    def test_patch_me_form_with_current_identifiers_applies_the_rest(self):
+        """The old frontend's profile form sends every field, the user's unchanged e-mail and
+        phone included (any spelling, any case): no code, no pending answer, the rest applied."""
+        email = "Form.%s@Example.com" % uid()
+        p = self.register_phone(email=email)
+        uid_ = p["user"]["id"]
+        self.assertEqual(p["user"]["email"].lower(), email.lower())
+        before_e = len(self.server.messages_to(email))
+        before_p = len(self.server.messages_to(p["phone"]))
+        name = "Form Name " + uid()
+        for ident in ({"email": email.upper()}, {"phone": p["e164"][1:]},
+                      {"email": email.lower(), "phone": p["phone"]}):
+            body = {"username": name, "address": "Road 9, Sylhet", "gender": "MALE",
+                    "date_of_birth": "1985-02-03"}
+            body.update(ident)
+            r = self.req("PATCH", "/api/auth/me/", body, token=p["access"])
+            self.assertEqual(r.status, 200, r)
+            self.assertNotIn("pending_verification", r.json(), r.json())
+            self.assertUser(r.json(), username=name, address="Road 9, Sylhet", gender="MALE",
+                            date_of_birth="1985-02-03", phone=p["e164"], phone_verified=True)
+            self.assertEqual(r.json()["email"].lower(), email.lower())
+            self.assertEqual(self.me(p["access"]).json(), r.json())
+            name = "Form Name " + uid()
+        r = self.req("PUT", "/api/auth/me/", {"username": name, "email": email, "phone": p["phone"],
+                                             "address": "", "gender": "", "date_of_birth": ""},
+                     token=p["access"])
+        self.assertEqual(r.status, 200, r)
+        self.assertUser(r.json(), username=name, address="", date_of_birth=None)
+        row = self.user_row(uid_)
+        self.assertEqual(row[0], name)
+        self.assertEqual(row[2], p["e164"])
+        # alone: the verified phone is no change either; the unverified e-mail still asks for a
+        # code to prove it, as it always did
+        r = self.req("PATCH", "/api/auth/me/", {"phone": p["e164"]}, token=p["access"])
+        self.assertEqual(r.status, 200, r)
+        self.assertUser(r.json(), username=name, phone=p["e164"])
+        time.sleep(1.5)  # the notify job would have written a code by now
+        self.assertEqual(len(self.server.messages_to(email)), before_e)
+        self.assertEqual(len(self.server.messages_to(p["phone"])), before_p)
+        r = self.req("PATCH", "/api/auth/me/", {"email": email}, token=p["access"])
+        self.assertEqual(r.status, 200, r)
+        self.assertIs(r.json().get("pending_verification"), True, r.json())
+        code, _ = self.server.wait_code(email, before_e)
+        self.remember(code)
+        r = self.req("PATCH", "/api/auth/me/", {"email": email.lower(), "otp": code}, token=p["access"])
+        self.assertEqual(r.status, 200, r)
+        self.assertUser(r.json(), email_verified=True, username=name)
+
+    def test_patch_me_new_email_with_other_fields_applies_them_and_sends_a_code(self):
+        p = self.register_phone()
+        email = new_email()
+        before = len(self.server.messages_to(email))
+        name = "Moved " + uid()
+        # the whole form: the unchanged phone, a new e-mail, new other fields
+        r = self.req("PATCH", "/api/auth/me/", {"email": email, "phone": p["phone"], "username": name,
+                                               "address": "New Road 1", "gender": "OTHER"},
+                     token=p["access"])
+        self.assertEqual(r.status, 200, r)
+        b = r.json()
+        self.assertIs(b.get("pending_verification"), True, b)
+        self.assertNotIn(email.split("@")[0], b["identifier_masked"])
+        self.assertUser(b["user"], username=name, address="New Road 1", gender="OTHER", email="",
+                        phone=p["e164"])
+        code, _ = self.server.wait_code(email, before)
+        self.remember(code)
+        row = self.user_row(p["user"]["id"])
+        self.assertEqual(row[:4], [name, "", p["e164"], "New Road 1"])
+        self.assertEqual(self.me(p["access"]).json(), b["user"])
+        # the code, again with other fields: everything applied together
+        name2 = "Proven " + uid()
+        r = self.req("PATCH", "/api/auth/me/", {"email": email, "otp": code, "username": name2,
+                                               "date_of_birth": "2000-01-31"}, token=p["access"])
+        self.assertEqual(r.status, 200, r)
+        self.assertNotIn("pending_verification", r.json(), r.json())
+        self.assertUser(r.json(), email=email, email_verified=True, username=name2,
+                        date_of_birth="2000-01-31", address="New Road 1", phone=p["e164"])
+        self.assertEqual(self.user_row(p["user"]["id"])[:3], [name2, email, p["e164"]])
+
+    def test_patch_me_new_phone_with_otp_and_other_fields(self):
+        e = self.register_email()
+        phone = new_phone()
+        before = len(self.server.messages_to(phone))
+        r = self.req("PATCH", "/api/auth/me/", {"phone": phone}, token=e["access"])
+        self.assertIs(r.json().get("pending_verification"), True, r)
+        code, _ = self.server.wait_code(phone, before)
+        self.remember(code)
+        name = "Phoned " + uid()
+        # the form again: the unchanged e-mail, the new phone and its code, other fields
+        r = self.req("PATCH", "/api/auth/me/", {"email": e["email"], "phone": phone, "otp": code,
+                                               "username": name, "address": "Road 2"},
+                     token=e["access"])
+        self.assertEqual(r.status, 200, r)
+        self.assertUser(r.json(), phone=e164(phone), phone_verified=True, username=name,
+                        address="Road 2", email=e["email"])
+        # a wrong code changes nothing, the other fields neither
+        r = self.req("PATCH", "/api/auth/me/", {"phone": new_phone(), "otp": other_code(code),
+                                               "username": "Not " + uid()}, token=e["access"])
+        self.assertError(r, 400, "invalid_otp")
+        self.assertEqual(self.user_row(e["user"]["id"])[:4], [name, e["email"], e164(phone), "Road 2"])
+
+    def test_patch_me_taken_email_with_username_changes_nothing(self):
+        other = self.register_email()
+        p = self.register_phone()
+        old_name = p["user"]["username"]
+        row = self.user_row(p["user"]["id"])
+        before = len(self.server.messages_to(other["email"]))
+        r = self.req("PATCH", "/api/auth/me/", {"email": other["email"].upper(), "username": "Thief " + uid(),
+                                               "address": "Elsewhere"}, token=p["access"])
+        body = self.assertFieldError(r, "email")
+        self.assertEqual(body["email"], ["user with this email already exists."])
+        self.assertEqual(self.user_row(p["user"]["id"]), row)
+        self.assertEqual(row[0], old_name)
+        self.assertEqual(self.me(p["access"]).json()["username"], old_name)
+        # a taken phone, and a bad one, likewise
+        r = self.req("PATCH", "/api/auth/me/", {"phone": p["phone"], "username": "Thief " + uid()},
+                     token=other["access"])
+        self.assertFieldError(r, "phone")
+        r = self.req("PATCH", "/api/auth/me/", {"phone": "12", "username": "Thief " + uid()},
+                     token=other["access"])
+        self.assertFieldError(r, "phone")
+        self.assertEqual(self.me(other["access"]).json()["username"], other["user"]["username"])
+        # two new identifiers at once: one code at a time, as before
+        r = self.req("PATCH", "/api/auth/me/", {"phone": new_phone(), "email": new_email(),
+                                               "username": "Two " + uid()}, token=p["access"])
+        self.assertFieldError(r, "non_field_errors")
+        self.assertEqual(self.user_row(p["user"]["id"]), row)
+        time.sleep(1.0)
+        self.assertEqual(len(self.server.messages_to(other["email"])), before)
+
     def test_profile_picture_upload(self):
         e = self.register_email()
         png = tiny_png()
@@ -1096,6 +1233,22 @@ class RateLimits(AuthCase):
         self.assertIsInstance(body.get("detail"), str, body)
         if max_retry is not None:
             self.assertLessEqual(int(r.header("retry-after")), max_retry, r)
+
+    def test_patch_me_new_email_over_the_send_limit_changes_nothing(self):
+        mine, pw = new_email(), new_password()
+        self.remember(pw)
+        t = self.assertTokens(self.post("/api/auth/register/email/", {"email": mine, "password": pw},
+                                        ip=fresh_ip()))
+        e = {"email": mine, "access": t["access"], "user": t["user"]}
+        email = new_email()
+        for _ in range(3):
+            self.assertEqual(self.post("/api/auth/request-otp/", {"email": email}, ip=fresh_ip()).status, 200)
+        r = self.req("PATCH", "/api/auth/me/", {"email": email, "username": "Limited " + uid(),
+                                               "address": "Limited Road"}, token=e["access"])
+        self.limited(r, ("otp_rate_limit",), 3600)
+        u = self.me(e["access"]).json()
+        self.assertEqual((u["username"], u["address"], u["email"]),
+                         (e["user"]["username"], e["user"]["address"], e["email"]))
 
     def test_request_otp_three_per_hour_per_identifier(self):
         local = new_phone()
