@@ -14,7 +14,7 @@
 # of pharmacies spread over 1..100. pgbench runs on its own database rxd_bench_conn_pgb
 # (`pgbench -i -s 10`).
 # rxd: build/rxd serve (binaries copied first, so a rebuild during the run changes
-# nothing) with only: those modules, RXD_WORKERS=2 RXD_LOG_ACCESS=off
+# nothing; the raw log never shows a key or the JWT secret) with only: those modules, RXD_WORKERS=2 RXD_LOG_ACCESS=off
 # RXD_RATELIMIT_ENABLED=false RXD_JWT_SECRET=<48 random bytes>, Redis db 5, on
 # 127.0.0.1:18003 (no other bench script uses it).
 # Load: wrk -t2 -c32 -d10s --latency --timeout 10s -s bench/connector.lua (keys rotate per request, each
@@ -48,9 +48,11 @@
 # BENCH_WAIT_UNTIL (HH:MM UTC) and then measures anyway, saying so in the report.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
-ROOT=$PWD
+TAG=bench/connector
+# shellcheck source=bench/lib.sh
+. bench/lib.sh
 
-RXD_SRC=${BENCH_RXD:-build/rxd}
+RXD=${BENCH_RXD:-build/rxd}
 MODULE_SRC=${BENCH_MODULE_PATH:-build/modules}
 DURATION=${BENCH_DURATION:-10}
 ROUNDS=${BENCH_ROUNDS:-3}
@@ -62,17 +64,10 @@ RXD_PORT=${BENCH_CONN_RXD_PORT:-18003}
 KEEP_DB=${BENCH_KEEP_DB:-0}
 CALLGRIND=${BENCH_CALLGRIND:-300}
 CG_ALWAYS=${BENCH_CALLGRIND_ALWAYS:-0}
-WAIT_FILE=${BENCH_WAIT_FILE:-}
-WAIT_UNTIL=${BENCH_WAIT_UNTIL:-}
-PG_PORT=${RXD_PG_PORT:-55432}
-REDIS_PORT=${RXD_REDIS_PORT:-56379}
-PG_HOST=127.0.0.1
-PG_BIN=/usr/lib/postgresql/15/bin
 DB=rxd_bench_conn
 PGB_DB=rxd_bench_conn_pgb
 DB_URL=postgresql://rxd@$PG_HOST:$PG_PORT/$DB
 REDIS_URL=redis://127.0.0.1:$REDIS_PORT/5
-OUT=$ROOT/var/bench
 RXD_URL=http://127.0.0.1:$RXD_PORT
 PHARMACIES=100 ITEMS=10000
 MODULES="notify auth rbac pharmacies inventory orders webhooks"
@@ -80,55 +75,27 @@ MODULES="notify auth rbac pharmacies inventory orders webhooks"
 OLD_PGBENCH=45900 OLD_LIST=403 OLD_SALE=430 LIST_FACTOR=10 SALE_FACTOR=5
 LIST_TARGET=3000 SALE_TARGET=2000 P99_TARGET=20
 
-die() { echo "bench/connector: $*" >&2; exit 1; }
-
-case "$DURATION$ROUNDS$RXD_PORT$CLIENTS$THREADS$CALLGRIND$NKEYS$SCALE" in
-*[!0-9]*) die "BENCH_DURATION, BENCH_ROUNDS, BENCH_CLIENTS, BENCH_THREADS, BENCH_KEYS, BENCH_SCALE, BENCH_CONN_RXD_PORT, BENCH_CALLGRIND are integers" ;;
-esac
-[ "$NKEYS" -ge 1 ] && [ "$NKEYS" -le "$PHARMACIES" ] || die "BENCH_KEYS is 1..$PHARMACIES"
-for tool in wrk curl jq redis-cli; do
-    command -v "$tool" >/dev/null || die "$tool not found (scripts/deps.sh --bench installs wrk)"
-done
+check_ints "BENCH_DURATION, BENCH_ROUNDS, BENCH_CLIENTS, BENCH_THREADS, BENCH_KEYS, BENCH_SCALE, BENCH_CONN_RXD_PORT, BENCH_CALLGRIND" \
+    "$DURATION" "$ROUNDS" "$RXD_PORT" "$CLIENTS" "$THREADS" "$CALLGRIND" "$NKEYS" "$SCALE"
+if [ "$NKEYS" -lt 1 ] || [ "$NKEYS" -gt "$PHARMACIES" ]; then die "BENCH_KEYS is 1..$PHARMACIES"; fi
+need_tools wrk curl jq redis-cli
 if [ "$CALLGRIND" != 0 ]; then
     for tool in valgrind callgrind_control callgrind_annotate; do
         command -v "$tool" >/dev/null || die "$tool not found (apt-get install valgrind, or BENCH_CALLGRIND=0)"
     done
 fi
-PGBENCH=$PG_BIN/pgbench
-[ -x "$PGBENCH" ] || PGBENCH=$(command -v pgbench) || die "pgbench not found (postgresql-15)"
-PSQL=$PG_BIN/psql
-[ -x "$PSQL" ] || PSQL=$(command -v psql) || die "psql not found"
-[ -x "$RXD_SRC" ] || die "$RXD_SRC not built (make build)"
-for so in $MODULES; do
-    [ -f "$MODULE_SRC/$so.so" ] || die "$MODULE_SRC/$so.so not built (make build)"
-done
+need_pg_tools
 [ -f bench/connector.lua ] || die "bench/connector.lua missing"
 
-mkdir -p "$OUT"
-stamp=$(date -u +%Y%m%dT%H%M%SZ)
-REPORT=$OUT/connector-result-$stamp.txt
-RAW_LOG=$OUT/connector-raw-$stamp.log
-RXD_LOG=$OUT/connector-rxd-$stamp.log
-RXD_CONF=$OUT/connector-rxd.conf
-: >"$RAW_LOG"
-echo "# Written by bench/connector.sh: empty, everything comes from the environment." >"$RXD_CONF"
-
-# rxd gets only the RXD_* variables set below, none inherited from the caller.
-RXD_UNSET=()
-while IFS= read -r v; do
-    case "$v" in RXD_*) RXD_UNSET+=(-u "$v") ;; esac
-done < <(compgen -e)
-
-# A private copy of the binaries: the checkout may be rebuilt while this runs.
-BIN_DIR=$(mktemp -d "${TMPDIR:-/tmp}/rxd-bench-conn.XXXXXX")
-chmod 700 "$BIN_DIR"
-cp "$RXD_SRC" "$BIN_DIR/rxd"
-mkdir "$BIN_DIR/modules"
-for so in $MODULES; do cp "$MODULE_SRC/$so.so" "$BIN_DIR/modules/"; done
-RXD=$BIN_DIR/rxd
+bench_files connector
+rxd_unset_init
+# shellcheck disable=SC2086 # the module names split
+bench_copy_bins "$RXD" "$MODULE_SRC/" $MODULES
+BIN_NOTE=", inventory.so $(date -u -r "$MODULE_SRC/inventory.so" +%H:%M:%SZ)"
 KEYS_FILE=$BIN_DIR/keys.txt
 
-JWT_SECRET=$(head -c 48 /dev/urandom | base64 | tr -d '\n')
+JWT_SECRET=$(rand_secret)
+secret "$JWT_SECRET" jwt-secret
 RXD_ENV=(env "${RXD_UNSET[@]}" RXD_MODULES="$MODULES" RXD_MODULE_PATH="$BIN_DIR/modules"
     RXD_DATABASE_URL="$DB_URL" RXD_REDIS_URL="$REDIS_URL" RXD_JWT_SECRET="$JWT_SECRET"
     RXD_NOTIFY_SMS_PROVIDER=log RXD_NOTIFY_EMAIL_PROVIDER=log
@@ -136,120 +103,17 @@ RXD_ENV=(env "${RXD_UNSET[@]}" RXD_MODULES="$MODULES" RXD_MODULE_PATH="$BIN_DIR/
 
 # ---------------------------------------------------------------- cleanup
 
-RXD_PID='' LOAD_PID='' STOP_PG=0 STOP_REDIS=0 DB_MADE=0
-stop_pid() { # pid signal: signal, wait up to 10 s, then SIGKILL
-    local pid=$1 sig=$2 _
-    [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null || return 0
-    kill "-$sig" "$pid" 2>/dev/null || true
-    for _ in $(seq 100); do
-        kill -0 "$pid" 2>/dev/null || break
-        sleep 0.1
-    done
-    kill -KILL "$pid" 2>/dev/null || true
-    wait "$pid" 2>/dev/null || true
-}
-as_pg() { if [ "$(id -u)" -eq 0 ]; then (cd / && runuser -u postgres -- "$@"); else "$@"; fi; }
-drop_dbs() {
-    local d
-    for d in "$DB" "$PGB_DB"; do
-        PGOPTIONS="-c client_min_messages=warning" "$PSQL" -X -q \
-            -d "postgresql://rxd@$PG_HOST:$PG_PORT/postgres" -c "DROP DATABASE IF EXISTS $d" \
-            >/dev/null 2>&1 || true
-    done
-}
-cleanup() {
-    stop_pid "$LOAD_PID" INT
-    stop_pid "$RXD_PID" TERM
-    rm -rf "$BIN_DIR"
-    rm -f "$OUT/connector-outbox.jsonl"
-    if [ "$DB_MADE" = 1 ] && [ "$KEEP_DB" != 1 ]; then drop_dbs; fi
-    if [ "$STOP_PG" = 1 ] && [ "$STOP_REDIS" = 1 ]; then
-        scripts/services.sh stop >/dev/null 2>&1 || true
-    elif [ "$STOP_PG" = 1 ]; then # only what we started: Redis was running before
-        as_pg "$PG_BIN/pg_ctl" -D "$ROOT/var/pg" -m fast -w stop >/dev/null 2>&1 || true
-    elif [ "$STOP_REDIS" = 1 ]; then
-        redis-cli -h 127.0.0.1 -p "$REDIS_PORT" shutdown nosave >/dev/null 2>&1 || true
-    fi
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
+cleanup_extra() { rm -f "$OUT/connector-outbox.jsonl"; }
 
 # ---------------------------------------------------------------- helpers
 
-port_free() { ! (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
-
-log_raw() { # title rc output
-    printf '### %s  %s (rc %d)\n%s\n\n' "$(date -u +%T)" "$1" "$2" "$3" >>"$RAW_LOG"
-}
-
-# Run a load generator in the background (so a signal reaches the trap at once).
-bg_run() { # outvar cmd...
-    local -n _out=$1
-    shift
-    local tmp rc=0
-    tmp=$(mktemp)
-    "$@" >"$tmp" 2>&1 &
-    LOAD_PID=$!
-    wait "$LOAD_PID" || rc=$?
-    LOAD_PID=''
-    _out=$(cat "$tmp")
-    rm -f "$tmp"
-    log_raw "$*" "$rc" "$_out"
-    return "$rc"
-}
-
-# "req_per_s p99_ms errors requests" from wrk's output (errors: non-2xx + socket errors).
-wrk_figures() {
-    awk '
-        function ms(v) {
-            if (v ~ /us$/) return v * 0.001
-            if (v ~ /ms$/) return v + 0
-            if (v ~ /m$/)  return v * 60000
-            if (v ~ /s$/)  return v * 1000
-            return v + 0
-        }
-        /^Requests\/sec:/ { rps = $2 }
-        /^ +99%/ { p99 = ms($2) }
-        / requests in / { n = $1 }
-        /Non-2xx or 3xx responses:/ { err += $NF }
-        /Socket errors:/ { for (i = 3; i <= NF; i++) if ($i ~ /^[0-9]+,?$/) err += $i + 0 }
-        END { printf "%.0f %.2f %d %d\n", rps, p99, err, n }'
-}
-
-# CPU ticks (utime + stime, all threads) of rxd, and of the PostgreSQL server (postmaster
-# and its children: the backends of rxd's pool live through the run).
-pg_pids() {
-    local pm
-    pm=$(head -n1 "$ROOT/var/pg/postmaster.pid" 2>/dev/null) || return 0
-    echo "$pm"
-    pgrep -P "$pm" 2>/dev/null || true
-}
-ticks() { # pids... -> "pid utime+stime" lines
-    local p t
-    for p in "$@"; do
-        t=$(awk '{ sub(/^.*\) /, ""); print $12 + $13 }' "/proc/$p/stat" 2>/dev/null) || continue
-        echo "$p ${t:-0}"
-    done
-}
-cpu_ms_per_req() { # before after requests: CPU ms per request of the processes in both
-    awk -v n="$3" -v c="$CLK" 'NR == FNR { t0[$1] = $2; next }
-        ($1 in t0) { d += $2 - t0[$1] }
-        END { printf "%.3f", n ? d / c * 1000 / n : 0 }' <(printf '%s\n' "$1") <(printf '%s\n' "$2")
-}
-CLK=$(getconf CLK_TCK)
-
-# pgbench once; sets TPS. (No $(...) around these: the load generator must stay a
-# child of this shell, so the trap can stop it.)
+# pgbench once; sets TPS (bench/lib.sh's run_pgbench).
 # Also sets PGP99: the p99 latency (ms) of pgbench's own transactions, from its
 # per-transaction log (-l, one in five sampled): the floor under the routes' p99
 # at this client count (the sale cannot commit faster than pgbench -N does).
-run_pgbench() { # seconds -S|-N
-    local out
+run_pgbench_p99() { # seconds -S|-N
     rm -f "$BIN_DIR"/pgb.*
-    bg_run out "$PGBENCH" "$2" -M prepared -n -c "$CLIENTS" -j "$THREADS" -T "$1" \
-        -l --sampling-rate=0.2 --log-prefix="$BIN_DIR/pgb" \
-        -h "$PG_HOST" -p "$PG_PORT" -U rxd "$PGB_DB" || die "pgbench $2 failed (log: $RAW_LOG)"
-    TPS=$(awk '/^tps = / { tps = $3 } END { printf "%.0f\n", tps }' <<<"$out")
+    run_pgbench "$PGB_DB" "$1" "$2" -l --sampling-rate=0.2 --log-prefix="$BIN_DIR/pgb"
     PGP99=$(cat "$BIN_DIR"/pgb.* | awk '{ print $3 }' | sort -n |
         awk '{ v[NR] = $1 } END { i = int(NR * 0.99); if (i < 1) i = 1; printf "%.2f\n", (NR ? v[i] / 1000 : 0) }')
 }
@@ -263,32 +127,17 @@ run_wrk() { # seconds list|sale
         wrk "-t$THREADS" "-c$CLIENTS" "-d${1}s" --latency --timeout 10s -s bench/connector.lua "$RXD_URL" ||
         die "wrk failed (log: $RAW_LOG)"
     r1=$(ticks "$RXD_PID") p1=$(ticks "${pids[@]}")
-    read -r RPS P99 ERR n < <(wrk_figures <<<"$out")
+    read -r RPS P99 ERR n < <(wrk_figures 0 2 <<<"$out")
     grep -q '^Requests/sec:' <<<"$out" || die "wrk printed no figures for $2 (log: $RAW_LOG)"
     # (0 req/s is a figure, not a failure: a route slower than the run still gets reported)
     CPU_RXD=$(cpu_ms_per_req "$r0" "$r1" "$n")
     CPU_PG=$(cpu_ms_per_req "$p0" "$p1" "$n")
 }
 
-median() {
-    printf '%s\n' "$@" | sort -g | awk '{ v[NR] = $1 }
-        END { if (NR % 2) print v[(NR + 1) / 2]; else print (v[NR / 2] + v[NR / 2 + 1]) / 2 }'
-}
-ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", (b > 0) ? a / b : 0 }'; }
-errnote() { if [ "$1" -gt 0 ]; then echo "  ($1 errors)"; fi; }
-verdict() { # value op target -> "ok" / "MISS"
-    awk -v v="$1" -v t="$3" -v op="$2" 'BEGIN {
-        ok = (op == ">=") ? (v >= t) : (v < t); print ok ? "ok" : "MISS" }'
-}
-
 # ---------------------------------------------------------------- header
 
 exec > >(tee "$REPORT") 2>&1
-echo "== rxd connector bench $stamp"
-echo "host     $(nproc) cpus, $(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -n1)," \
-     "$(uname -sr)"
-echo "commit   $(git rev-parse --short HEAD 2>/dev/null || echo '?')$(git diff --quiet HEAD 2>/dev/null || echo " (dirty: $(git diff --name-only HEAD | tr '\n' ' '))")"
-echo "binary   $RXD_SRC built $(date -u -r "$RXD_SRC" +%H:%M:%SZ), inventory.so $(date -u -r "$MODULE_SRC/inventory.so" +%H:%M:%SZ) (copied)"
+bench_header "rxd connector bench"
 echo "pg       $("$PGBENCH" --version)"
 echo "wrk      $(wrk --version 2>&1 | head -n1 | cut -c1-40)"
 echo "load     pgbench -S|-N -M prepared -n -c$CLIENTS -j$THREADS -T$DURATION;" \
@@ -296,38 +145,17 @@ echo "load     pgbench -S|-N -M prepared -n -c$CLIENTS -j$THREADS -T$DURATION;" 
 
 # ---------------------------------------------------------------- wait for a quiet machine
 
-QUIET=yes
-if [ -n "$WAIT_FILE" ]; then
-    while ! grep -q '^rc=' "$WAIT_FILE" 2>/dev/null; do
-        if [ -n "$WAIT_UNTIL" ] && [ "$(date -u +%H:%M)" \> "$WAIT_UNTIL" ] ||
-           [ "$(date -u +%H:%M)" = "$WAIT_UNTIL" ]; then
-            QUIET="no: gave up waiting for 'rc=' in $WAIT_FILE at $(date -u +%H:%M) UTC"
-            break
-        fi
-        echo "wait     $(date -u +%T): $WAIT_FILE has no 'rc=' line yet (load $(cut -d' ' -f1 /proc/loadavg))"
-        sleep 30
-    done
-    [ "$QUIET" != yes ] || QUIET="yes: $WAIT_FILE finished ($(grep -m1 '^rc=' "$WAIT_FILE"))"
-    echo "quiet    $QUIET"
-fi
-echo "start    $(date -u +%T), load average $(cut -d' ' -f1-3 /proc/loadavg)"
+bench_wait_quiet
 
 # ---------------------------------------------------------------- databases
 
-"$PG_BIN/pg_isready" -q -h "$PG_HOST" -p "$PG_PORT" -t 2 >/dev/null 2>&1 || STOP_PG=1
-[ "$(redis-cli -h 127.0.0.1 -p "$REDIS_PORT" ping 2>/dev/null)" = PONG ] || STOP_REDIS=1
-scripts/services.sh start >/dev/null
+services_start
 port_free "$RXD_PORT" || die "127.0.0.1:$RXD_PORT is in use (BENCH_CONN_RXD_PORT)"
 
-admin=(-X -q -v ON_ERROR_STOP=1 -d "postgresql://rxd@$PG_HOST:$PG_PORT/postgres")
-DB_MADE=1
-drop_dbs
-"$PSQL" "${admin[@]}" -c "CREATE DATABASE $DB" >/dev/null
-"$PSQL" "${admin[@]}" -c "CREATE DATABASE $PGB_DB" >/dev/null
+db_recreate "$DB" "$PGB_DB"
 echo "init     pgbench -i -s $SCALE $PGB_DB"
-"$PGBENCH" -i -s "$SCALE" -q -h "$PG_HOST" -p "$PG_PORT" -U rxd "$PGB_DB" >>"$RAW_LOG" 2>&1 ||
-    die "pgbench -i failed (log: $RAW_LOG)"
-"${RXD_ENV[@]}" "$RXD" --config "$RXD_CONF" migrate >>"$RAW_LOG" 2>&1 ||
+pgbench_init "$PGB_DB"
+rxd_cli migrate >>"$RAW_LOG" 2>&1 ||
     die "rxd migrate failed (log: $RAW_LOG)"
 t0=$(date +%s)
 "$PSQL" -X -q -v ON_ERROR_STOP=1 -d "$DB_URL" >>"$RAW_LOG" 2>&1 <<SQL || die "seeding failed (log: $RAW_LOG)"
@@ -354,10 +182,11 @@ chmod 600 "$KEYS_FILE"
 key_ph=()
 for k in $(seq 0 $((NKEYS - 1))); do
     p=$((1 + k * PHARMACIES / NKEYS))
-    key_out=$("${RXD_ENV[@]}" "$RXD" --config "$RXD_CONF" apikey create --pharmacy "$p" \
+    key_out=$(rxd_cli apikey create --pharmacy "$p" \
         --name bench 2>>"$RAW_LOG") || die "rxd apikey create --pharmacy $p failed (log: $RAW_LOG)"
     key=$(tail -n 1 <<<"$key_out")
     case "$key" in rxk_*) ;; *) die "rxd apikey create printed no key" ;; esac
+    secret "$key" "key-$p"
     echo "$p $key" >>"$KEYS_FILE"
     key_ph+=("$p")
 done
@@ -411,14 +240,14 @@ echo "check    list 200 (${#page} bytes, 50 of $ITEMS, own pharmacy), sale 201 (
 
 declare -A RPS_OF=() P99_OF=() CR_OF=() CP_OF=()
 echo "warmup   2 s each"
-run_pgbench 2 -S
+run_pgbench_p99 2 -S
 run_wrk 2 list
-run_pgbench 2 -N
+run_pgbench_p99 2 -N
 run_wrk 2 sale
 
 pgs=() pgn=() pgs99=() pgn99=() errors=0
 for round in $(seq "$ROUNDS"); do
-    run_pgbench "$DURATION" -S
+    run_pgbench_p99 "$DURATION" -S
     pgs+=("$TPS") pgs99+=("$PGP99")
     printf 'round %s  %-34s %7s tps    p99 %s ms\n' "$round" "pgbench -S" "$TPS" "$PGP99"
     run_wrk "$DURATION" list
@@ -426,7 +255,7 @@ for round in $(seq "$ROUNDS"); do
     errors=$((errors + ERR))
     printf 'round %s  %-34s %7s req/s  p99 %s ms  cpu/req rxd %s ms pg %s ms%s\n' "$round" \
         "GET /api/inventory/?page_size=50" "$RPS" "$P99" "$CPU_RXD" "$CPU_PG" "$(errnote "$ERR")"
-    run_pgbench "$DURATION" -N
+    run_pgbench_p99 "$DURATION" -N
     pgn+=("$TPS") pgn99+=("$PGP99")
     printf 'round %s  %-34s %7s tps    p99 %s ms\n' "$round" "pgbench -N" "$TPS" "$PGP99"
     run_wrk "$DURATION" sale
@@ -495,8 +324,8 @@ printf '%-34s %12s   = %sx Django (430)  target >= %sx  %s\n' "sale scaled to 45
     "$s_sale req/s" "$x_sale" "$SALE_FACTOR" "${V[5]}"
 echo "sales    $nsales rows recorded; lowest item quantity $minq (never ran out)"
 echo "non-2xx  by rxd's /metrics over the run, the check's one 400 included: ${non2xx:-none}"
-[ "$errors" -eq 0 ] || echo "bench/connector: warning: $errors wrk errors (non-2xx or socket errors); figures suspect"
-echo "quiet    ${QUIET}; end $(date -u +%T), load average $(cut -d' ' -f1-3 /proc/loadavg)"
+[ "$errors" -eq 0 ] || echo "$TAG: warning: $errors wrk errors (non-2xx or socket errors); figures suspect"
+bench_end
 
 # ---------------------------------------------------------------- profile
 
