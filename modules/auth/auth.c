@@ -27,8 +27,11 @@
  *   auth.argon2_opslimit     Argon2id cost (default crypto_pwhash_OPSLIMIT_INTERACTIVE)
  *   auth.argon2_memlimit     Argon2id memory, bytes (default crypto_pwhash_MEMLIMIT_INTERACTIVE)
  *   auth.picture_max_bytes   largest profile picture (default 5242880)
- *   auth.status_cache_ms     how long a worker trusts a user's ACTIVE status before
- *                            reading it again for a bearer request (default 1000)
+ *   auth.status_cache_ms     how long a worker trusts a user's standing (status, session
+ *                            generation) before reading it again for a bearer request
+ *                            (default 1000); ending a user's sessions drops it at once on
+ *                            every worker through Redis, so this bounds the delay only
+ *                            when Redis missed that message or the row changed by SQL
  *   media.root               where uploaded files live (default ./var/media)
  * ratelimit.enabled = false turns every limit off (handled by rx_ratelimit).
  */
@@ -194,6 +197,7 @@ static int init(rx_module *m)
           NULL);
 #undef ROUTE
     rc |= rx_hook_authenticate(m, 100, auth_authenticate, NULL);
+    rc |= auth_sessions_subscribe(m);
     rc |= rx_migrations(m, auth_migrations);
     rc |= rx_command(m, "createsuperuser", auth_cli_createsuperuser,
                      "createsuperuser [--email E] [--phone P] [--username U] [--password-stdin]");

@@ -136,6 +136,16 @@ void auth_session_new(auth_ctx *c, const char *family);
 json_t *auth_tokens_body(rx_req *req, auth_ctx *c, const rx_rows *rows, int row);
 void auth_reply_tokens(rx_req *req, auth_ctx *c, const rx_rows *rows, int row);
 int auth_authenticate(rx_req *req, void *data);
+/* Channel of "this user's sessions ended" hints: the message is the user id
+ * in decimal. modules/rbac publishes on it by name (it must not include this
+ * header): renaming it breaks that contract. */
+#define AUTH_SESSIONS_CHANNEL "auth:sessions_ended"
+int auth_sessions_subscribe(rx_module *m); /* at init */
+/* After a committed statement that moved user_id's token_generation: tell
+ * every worker of every instance, then run next (also when Redis is down:
+ * logged, and the status cache interval bounds the delay). Uses c->user_id
+ * and c->next of the request's auth_ctx. */
+void auth_sessions_ended(rx_req *req, int64_t user_id, rx_handler next);
 void auth_refresh(rx_req *req);
 void auth_logout(rx_req *req);
 

@@ -5,9 +5,10 @@
  * account) and password-change/ (signed in, with the old password). A reset
  * revokes every refresh token of the user and, by moving the session
  * generation (users.token_generation, with tokens_valid_after), every token
- * issued before it, even in the same second (tokens.c; the authenticate hook
- * reads it within auth.status_cache_ms); a change revokes the other
- * sessions' refresh tokens.
+ * issued before it, even in the same second (tokens.c; after the commit the
+ * user id goes out on "auth:sessions_ended" so every worker reads it at once,
+ * else within auth.status_cache_ms); a change revokes the other sessions'
+ * refresh tokens.
  */
 #include "auth.h"
 
@@ -107,6 +108,14 @@ static void confirm_consumed(rx_req *req, int err, const rx_redis_reply *r)
     rx_reply_json(req, 200, json_pack("{s:s}", "message", "Password has been reset."));
 }
 
+static void consume_token(rx_req *req)
+{
+    auth_ctx *c = auth_ctx_get(req);
+    if (rx_redis(req, confirm_consumed, "DEL",
+                 rx_req_sprintf(req, "auth:regtok:%s", c->regtoken)) != 0)
+        confirm_consumed(req, 0, NULL);
+}
+
 static void confirm_saved(rx_req *req, rx_rows *rows)
 {
     if (rx_rows_failed(rows)) {
@@ -117,10 +126,10 @@ static void confirm_saved(rx_req *req, rx_rows *rows)
         invalid_token(req);
         return;
     }
-    auth_ctx *c = auth_ctx_get(req);
-    if (rx_redis(req, confirm_consumed, "DEL",
-                 rx_req_sprintf(req, "auth:regtok:%s", c->regtoken)) != 0)
-        confirm_consumed(req, 0, NULL);
+    int64_t id = 0;
+    rx_rows_int(rows, 0, 0, &id);
+    /* Committed: every worker forgets the user's cached standing. */
+    auth_sessions_ended(req, id, consume_token);
 }
 
 static void new_hash_work(void *arg)

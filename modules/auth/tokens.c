@@ -19,6 +19,19 @@
  * before (the old rule let that second through: this one is only stricter).
  * Refresh tokens get the same test in the rotation statement, so a login
  * racing a revocation cannot keep a refresh token whose access token died.
+ *
+ * Each worker remembers each user's standing (status, generation) for at most
+ * auth.status_cache_ms. So that a revocation does not wait for that: every
+ * statement that moves token_generation is followed, after it committed, by
+ * a PUBLISH of the user's id (decimal, nothing else) on the Redis channel
+ * "auth:sessions_ended" (AUTH_SESSIONS_CHANNEL; modules/rbac publishes there
+ * too, by that name, without including this module's headers: the channel
+ * and the message are the contract). Every worker of every instance drops
+ * the user's slot and asks the database on the next request. The publisher
+ * waits for Redis' answer before replying, so the message is on its way to
+ * every subscriber before the client can send its next request. With Redis
+ * down the message is lost (logged, the request succeeds) and the cache
+ * interval bounds the delay, as before.
  */
 #include "auth.h"
 
@@ -92,7 +105,8 @@ void auth_reply_tokens(rx_req *req, auth_ctx *c, const rx_rows *rows, int row)
  * every instance, also when the row was changed by SQL and no module set
  * auth:user_off. So each worker remembers each user's standing for at most
  * auth.status_cache_ms and asks the database (a primary-key read) after that:
- * at most one query per user per worker per interval. */
+ * at most one query per user per worker per interval. A message on
+ * AUTH_SESSIONS_CHANNEL drops the slot at once (header comment). */
 #define STATUS_SLOTS 1024
 typedef struct status_slot {
     int64_t user_id, checked_ms;
@@ -101,6 +115,63 @@ typedef struct status_slot {
     bool ok;
 } status_slot;
 static __thread status_slot status_cache[STATUS_SLOTS];
+/* Bumped by every message on AUTH_SESSIONS_CHANNEL this worker handled: a
+ * database read that a message overtook answers its request but is not
+ * remembered (it may predate the change the message announced). */
+static __thread uint64_t status_epoch;
+
+/* What the authenticate hook keeps in rx_req_data while it waits. */
+typedef struct authn_state {
+    auth_claims cl; /* first: rx_req_data is read as auth_claims too */
+    uint64_t epoch; /* status_epoch when the database read started */
+} authn_state;
+
+/* Runs on every worker of every instance (rx_subscribe). */
+static void on_sessions_ended(const char *channel, const char *msg, size_t len, void *ud)
+{
+    (void)channel;
+    (void)ud;
+    status_epoch++;
+    char num[24];
+    if (len == 0 || len >= sizeof num)
+        return;
+    memcpy(num, msg, len);
+    num[len] = '\0';
+    char *end = NULL;
+    long long id = strtoll(num, &end, 10);
+    if (end == NULL || *end != '\0' || id <= 0)
+        return;
+    status_slot *s = &status_cache[(uint64_t)id % STATUS_SLOTS];
+    if (s->user_id == id)
+        s->user_id = 0;
+}
+
+int auth_sessions_subscribe(rx_module *m)
+{
+    return rx_subscribe(m, AUTH_SESSIONS_CHANNEL, on_sessions_ended, NULL);
+}
+
+static void sessions_published(rx_req *req, int err, const rx_redis_reply *r)
+{
+    auth_ctx *c = auth_ctx_get(req);
+    if (err != 0 || rx_redis_reply_type(r) == RX_REDIS_ERROR)
+        rx_log(auth_mod, RX_LOG_WARN,
+               "end of user %lld's sessions not published (%s): other workers notice within "
+               "auth.status_cache_ms",
+               (long long)c->user_id, err ? rx_strerror(err) : "redis error");
+    c->next(req);
+}
+
+void auth_sessions_ended(rx_req *req, int64_t user_id, rx_handler next)
+{
+    auth_ctx *c = auth_ctx_get(req);
+    c->user_id = user_id;
+    c->next = next;
+    int rc = rx_redis(req, sessions_published, "PUBLISH", AUTH_SESSIONS_CHANNEL,
+                      rx_req_sprintf(req, "%lld", (long long)user_id));
+    if (rc != 0)
+        sessions_published(req, rc, NULL);
+}
 
 static int64_t now_ms(void)
 {
@@ -143,7 +214,8 @@ static void authn_finish(rx_req *req, bool ok)
 
 static void status_read(rx_req *req, rx_rows *rows)
 {
-    auth_claims *cl = rx_req_data(req);
+    authn_state *st = rx_req_data(req);
+    auth_claims *cl = &st->cl;
     if (rx_rows_failed(rows)) {
         authn_unavailable(req);
         return;
@@ -155,7 +227,9 @@ static void status_read(rx_req *req, rx_rows *rows)
         rx_rows_int(rows, 0, 1, &after);
         rx_rows_int(rows, 0, 2, &gen);
     }
-    status_slot *s = &status_cache[(uint64_t)cl->user_id % STATUS_SLOTS];
+    status_slot local, *s = &local;
+    if (st->epoch == status_epoch)
+        s = &status_cache[(uint64_t)cl->user_id % STATUS_SLOTS];
     s->user_id = cl->user_id;
     s->checked_ms = now_ms();
     s->ok = ok;
@@ -184,6 +258,7 @@ static void authn_checked(rx_req *req, int err, const rx_redis_reply *r)
         authn_finish(req, s->ok && auth_token_current(cl, s->gen, s->valid_after));
         return;
     }
+    ((authn_state *)cl)->epoch = status_epoch;
     if (rx_db(req, status_read,
               "SELECT status = 'ACTIVE' AND deleted_at IS NULL,"
               "       COALESCE(floor(extract(epoch FROM tokens_valid_after)), 0)::bigint,"
@@ -209,7 +284,8 @@ int auth_authenticate(rx_req *req, void *data)
     const char *tok = bearer ? h + 6 : NULL;
     while (tok != NULL && *tok == ' ')
         tok++;
-    auth_claims *cl = rx_req_alloc(req, sizeof *cl);
+    authn_state *st = rx_req_alloc(req, sizeof *st);
+    auth_claims *cl = st ? &st->cl : NULL;
     /* Cached: a token seen before by this worker skips the signature check and
      * claim parsing (jwt.c says why that is safe); the denylist, user_off and
      * status checks below run on every request all the same. */
@@ -218,7 +294,7 @@ int auth_authenticate(rx_req *req, void *data)
         rx_auth_fail(req, 401, "token_not_valid", "Given token not valid for any token type");
         return RX_DENIED;
     }
-    rx_req_set_data(req, cl);
+    rx_req_set_data(req, st);
     int rc = rx_redis(req, authn_checked, "EXISTS", rx_req_sprintf(req, "auth:deny:%s", cl->jti),
                       rx_req_sprintf(req, "auth:user_off:%lld", (long long)cl->user_id));
     if (rc != 0) {

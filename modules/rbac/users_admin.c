@@ -23,6 +23,15 @@
  * they were issued under, so every token issued before the change is
  * refused and one issued after it is accepted, even within the same second
  * (modules/auth/tokens.c).
+ *
+ * auth's workers each cache a user's standing for auth.status_cache_ms. After
+ * a committed change that ended the user's sessions, the user's id (decimal)
+ * is published on the Redis channel "auth:sessions_ended", which auth
+ * subscribes to: every worker of every instance drops the user's entry, so the
+ * old tokens stop before the reply reaches the admin, not up to a cache
+ * interval later. The channel name and the message are the contract with
+ * auth (this module does not include auth's headers). With Redis down the
+ * change still succeeds (logged) and the cache interval bounds the delay.
  */
 #include "rbac.h"
 
@@ -33,6 +42,9 @@
 
 /* Longer than auth's status cache, after which the database says the same. */
 #define USER_OFF_TTL "600"
+
+/* auth's channel of "this user's sessions ended" (header comment). */
+#define SESSIONS_ENDED_CHANNEL "auth:sessions_ended"
 
 #define SUPER_ADMINS_LOCKED                                                                        \
     " sa AS (SELECT id FROM users"                                                                 \
@@ -107,7 +119,8 @@ const char rbac_update_sql[] =
     "                 AS x(action, f, t)"
     "         WHERE x.f IS DISTINCT FROM x.t RETURNING 1)"
     " SELECT " RBAC_USER_COLS ", c.id AS target, c.last_sa, c.bad_pharmacy, c.bad_ident,"
-    "        c.went_off, c.went_on, u.id IS NOT NULL AS done"
+    "        c.went_off, c.went_on, u.id IS NOT NULL AS done,"
+    "        c.ends AND u.id IS NOT NULL AS ended"
     "   FROM c LEFT JOIN upd u ON u.id = c.id";
 
 /* State of one request across its async steps (request arena). */
@@ -120,6 +133,7 @@ typedef struct uctx {
     bool hash_failed;
     json_t *reply; /* body waiting for the Redis step (owned), NULL for 204 */
     int code;
+    bool ended; /* the change ended the user's sessions: tell auth's workers */
 } uctx;
 
 static uctx *ctx(rx_req *req)
@@ -184,6 +198,30 @@ static void reply_write_error(rx_req *req, const rx_rows *rows)
 
 /* ---- the Redis step after a committed change ---- */
 
+static void reply_now(rx_req *req)
+{
+    uctx *c = ctx(req);
+    json_t *body = c->reply;
+    c->reply = NULL;
+    if (body == NULL)
+        rx_reply(req, c->code, NULL, NULL, 0);
+    else
+        rx_reply_json(req, c->code, body);
+}
+
+/* Waiting for Redis' answer means the message is on its way to every
+ * subscribed worker before the admin sees the reply. */
+static void published(rx_req *req, int err, const rx_redis_reply *r)
+{
+    uctx *c = ctx(req);
+    if (err != 0 || rx_redis_reply_type(r) == RX_REDIS_ERROR)
+        rx_log(rbac_mod, RX_LOG_WARN,
+               "end of user %lld's sessions not published on " SESSIONS_ENDED_CHANNEL
+               " (%s): auth's workers notice within auth.status_cache_ms",
+               (long long)c->id, err ? rx_strerror(err) : "redis error");
+    reply_now(req);
+}
+
 static void redis_done(rx_req *req, int err, const rx_redis_reply *r)
 {
     uctx *c = ctx(req);
@@ -192,12 +230,14 @@ static void redis_done(rx_req *req, int err, const rx_redis_reply *r)
     if (err != 0 || rx_redis_reply_type(r) == RX_REDIS_ERROR)
         rx_log(rbac_mod, RX_LOG_WARN, "auth:user_off:%lld not updated in Redis (%s)",
                (long long)c->id, err ? rx_strerror(err) : "redis error");
-    json_t *body = c->reply;
-    c->reply = NULL;
-    if (body == NULL)
-        rx_reply(req, c->code, NULL, NULL, 0);
-    else
-        rx_reply_json(req, c->code, body);
+    if (!c->ended) {
+        reply_now(req);
+        return;
+    }
+    int rc = rx_redis(req, published, "PUBLISH", SESSIONS_ENDED_CHANNEL,
+                      rx_req_sprintf(req, "%lld", (long long)c->id));
+    if (rc != 0)
+        published(req, rc, NULL);
 }
 
 /* off: SET the key (tokens stop now); else DEL it (the user is back). */
@@ -592,6 +632,7 @@ static void updated(rx_req *req, rx_rows *rows)
         return;
     }
     bool off = bool_flag(rows, "went_off"), on = bool_flag(rows, "went_on");
+    ctx(req)->ended = bool_flag(rows, "ended");
     finish(req, 200, ident_user_json(req, rows, 0), off || on, off);
 }
 
@@ -629,6 +670,7 @@ static void deleted(rx_req *req, rx_rows *rows)
         reply_last_super_admin(req);
         return;
     }
+    ctx(req)->ended = bool_flag(rows, "done");
     finish(req, 204, NULL, true, true);
 }
 

@@ -1209,6 +1209,35 @@ class Tokens(AuthCase):
         self.assertEqual(self.logs_without_secrets(), [])
 
 
+class SessionsEndOnEveryWorker(AuthCase):
+    """A password reset ends the user's sessions on every worker at once: the workers' cache of
+    the user's standing is dropped through Redis, not left to expire (30 s here, so a worker
+    that kept its entry would still accept the old token)."""
+    REDIS_DB = 6
+    ENV = {"RXD_AUTH_STATUS_CACHE_MS": "30000"}
+
+    def test_password_reset_ends_old_tokens_at_once(self):
+        e = self.register_email()
+        # new connections each time: both workers cache the user
+        self.assertEqual([self.me(e["access"]).status for _ in range(16)], [200] * 16)
+        _, code = self.request_code(e["email"], path="/api/auth/password-reset/")
+        r = self.verify(e["email"], code)
+        self.assertEqual(r.status, 200, r)
+        tok = r.json()["registration_token"]
+        self.remember(tok)
+        new = new_password()
+        self.remember(new)
+        r = self.post("/api/auth/password-reset/confirm/", {"registration_token": tok, "new_password": new})
+        self.assertEqual(r.status, 200, r)
+        self.assertEqual(r.json(), RESET_DONE)
+        got = [self.me(e["access"]) for _ in range(20)]
+        self.assertEqual([g.status for g in got], [401] * 20, "old token accepted after a password reset")
+        for g in got:
+            self.assertError(g, 401, "token_not_valid")
+        fresh = self.assertTokens(self.login(e["email"], new))
+        self.assertEqual([self.me(fresh["access"]).status for _ in range(8)], [200] * 8)
+
+
 # ==========================================================================
 # Rate limits (on), each test from its own client address
 # ==========================================================================

@@ -58,8 +58,8 @@ def tearDownModule():
 class RbacServer(AuthServer):
     """AuthServer with the rbac and pharmacies modules as well."""
 
-    def __init__(self, pg_url, redis_url, workers=2):
-        super().__init__(pg_url, redis_url, ratelimit=False, workers=workers)
+    def __init__(self, pg_url, redis_url, workers=2, env=None):
+        super().__init__(pg_url, redis_url, ratelimit=False, env=env, workers=workers)
         self.env["RXD_MODULES"] = MODULES
 
 
@@ -100,6 +100,8 @@ class RbacCase(unittest.TestCase):
     DB = None          # database name (one per class)
     REDIS_DB = 1
     INSTANCES = 1      # servers started on the same PG + Redis
+    WORKERS = 2        # of each server
+    ENV = {}           # extra environment of each server
 
     @classmethod
     def setUpClass(cls):
@@ -108,7 +110,7 @@ class RbacCase(unittest.TestCase):
         cls.servers = []
         try:
             for _ in range(cls.INSTANCES):
-                s = RbacServer(cls.pg_url, cls.redis_url)
+                s = RbacServer(cls.pg_url, cls.redis_url, workers=cls.WORKERS, env=cls.ENV)
                 cls.servers.append(s)
                 s.start()
             cls.server = cls.servers[0]
@@ -691,6 +693,63 @@ class KeysAndSessions(RbacCase):
             r, took = until_refused(lambda: self.req("GET", "/api/auth/me/", token=u["access"], server=s), 3.0)
             self.assertError(r, 401, "token_not_valid")
             self.assertLessEqual(took, 1.2)
+
+
+class SessionsEndOnEveryWorker(RbacCase):
+    """Ending a user's sessions reaches every worker of every instance at once (auth's
+    per-worker status cache is dropped by a Redis message), not when the cache expires: the
+    cache is made to last 30 s here, so a worker that kept its entry would still accept."""
+    DB = "rbac_sessions"
+    REDIS_DB = 6
+    INSTANCES = 2
+    WORKERS = 4
+    ENV = {"RXD_AUTH_STATUS_CACHE_MS": "30000"}
+
+    def old_token_refused_everywhere(self, token, n=20):
+        t0 = time.monotonic()
+        got = [self.req("GET", "/api/auth/me/", token=token, server=self.servers[i % len(self.servers)])
+               for i in range(n)]
+        took = time.monotonic() - t0
+        self.assertEqual([r.status for r in got], [401] * n, "old token accepted after its sessions ended")
+        for r in got:
+            self.assertError(r, 401, "token_not_valid")
+        return took
+
+    def warm_everywhere(self, token, n=24):
+        # every request is a new connection: the workers of both instances cache the user
+        for s in self.servers:
+            self.assertEqual(warm(lambda: self.req("GET", "/api/auth/me/", token=token, server=s), n),
+                             [200] * n)
+
+    def test_role_change_ends_old_tokens_on_every_worker_at_once(self):
+        u = self.make_user("DOCTOR")
+        self.warm_everywhere(u["access"])
+        r = self.req("PATCH", "/api/admin/users/%d/" % u["id"], {"role": "REGISTERED_USER"}, token=self.admin)
+        self.assertEqual(r.status, 200, r)
+        self.assertUser(r.json(), role="REGISTERED_USER")
+        self.old_token_refused_everywhere(u["access"])
+        # a new login works at once, on every worker, with the new role
+        fresh = self.login(u["email"], u["password"], server=self.servers[1])
+        for s in self.servers:
+            got = warm(lambda: self.req("GET", "/api/auth/me/", token=fresh, server=s), 8)
+            self.assertEqual(got, [200] * 8)
+        self.assertEqual(self.req("GET", "/api/auth/me/", token=fresh).json()["role"], "REGISTERED_USER")
+
+    def test_admin_password_and_pharmacy_changes_end_old_tokens_at_once(self):
+        u = self.make_user("DOCTOR")
+        self.warm_everywhere(u["access"])
+        new = new_password()
+        r = self.req("PATCH", "/api/admin/users/%d/" % u["id"], {"password": new}, token=self.admin,
+                     server=self.servers[1])
+        self.assertEqual(r.status, 200, r)
+        self.old_token_refused_everywhere(u["access"])
+        p = self.make_pharmacy()
+        token = self.login(u["email"], new)
+        self.warm_everywhere(token)
+        r = self.req("PATCH", "/api/admin/users/%d/" % u["id"], {"role": "PHARMACY_ADMIN", "pharmacy": p["id"]},
+                     token=self.admin)
+        self.assertEqual(r.status, 200, r)
+        self.old_token_refused_everywhere(token)
 
 
 # ==========================================================================
