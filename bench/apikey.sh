@@ -92,23 +92,13 @@ need_pg_tools
 [ -f bench/item.lua ] || die "bench/item.lua missing"
 
 bench_files apikey
-rxd_unset_init
 # module_path takes one directory: the real modules and the two test modules, copied.
 bench_copy_bins "$RXD" "$MODULE_PATH/" notify auth rbac pharmacies "$TEST_MODULES/" datakit testkit
 
-JWT_SECRET=$(rand_secret)
 PASSWORD=$(rand_password)
-secret "$JWT_SECRET" jwt-secret
 secret "$PASSWORD" password
-RXD_ENV=(env "${RXD_UNSET[@]}" RXD_MODULES="$MODULES" RXD_MODULE_PATH="$BIN_DIR/modules"
-    RXD_DATABASE_URL="$DB_URL" RXD_REDIS_URL="$REDIS_URL" RXD_JWT_SECRET="$JWT_SECRET"
-    RXD_NOTIFY_SMS_PROVIDER=log RXD_NOTIFY_EMAIL_PROVIDER=log
-    RXD_NOTIFY_LOG_OUTBOX="$OUT/apikey-outbox.jsonl")
-
-# ---------------------------------------------------------------- cleanup
-
+rxd_env_app "$MODULES"
 KEY=''
-cleanup_extra() { rm -f "$OUT/apikey-outbox.jsonl"; }
 
 # ---------------------------------------------------------------- helpers
 

@@ -65,24 +65,17 @@ need_pg_tools
 [ -f bench/login.lua ] || die "bench/login.lua missing"
 
 bench_files auth
-rxd_unset_init
 bench_copy_bins "$RXD" "$MODULE_PATH/" notify auth
 
-JWT_SECRET=$(rand_secret)
 PASSWORD=$(rand_password)
-secret "$JWT_SECRET" jwt-secret
 secret "$PASSWORD" password
-RXD_ENV=(env "${RXD_UNSET[@]}" RXD_MODULES="notify auth" RXD_MODULE_PATH="$BIN_DIR/modules"
-    RXD_DATABASE_URL="$DB_URL" RXD_REDIS_URL="$REDIS_URL" RXD_JWT_SECRET="$JWT_SECRET"
-    RXD_NOTIFY_SMS_PROVIDER=log RXD_NOTIFY_EMAIL_PROVIDER=log
-    RXD_NOTIFY_LOG_OUTBOX="$OUT/auth-outbox.jsonl")
+rxd_env_app "notify auth"
 
 # ---------------------------------------------------------------- cleanup
 
 LOGIN_PID=''
 cleanup_extra() {
     stop_pid "$LOGIN_PID" INT
-    rm -f "$OUT/auth-outbox.jsonl"
 }
 
 # ---------------------------------------------------------------- helpers

@@ -88,22 +88,12 @@ need_pg_tools
 [ -f bench/connector.lua ] || die "bench/connector.lua missing"
 
 bench_files connector
-rxd_unset_init
 # shellcheck disable=SC2086 # the module names split
 bench_copy_bins "$RXD" "$MODULE_SRC/" $MODULES
 BIN_NOTE=", inventory.so $(date -u -r "$MODULE_SRC/inventory.so" +%H:%M:%SZ)"
 KEYS_FILE=$BIN_DIR/keys.txt
 
-JWT_SECRET=$(rand_secret)
-secret "$JWT_SECRET" jwt-secret
-RXD_ENV=(env "${RXD_UNSET[@]}" RXD_MODULES="$MODULES" RXD_MODULE_PATH="$BIN_DIR/modules"
-    RXD_DATABASE_URL="$DB_URL" RXD_REDIS_URL="$REDIS_URL" RXD_JWT_SECRET="$JWT_SECRET"
-    RXD_NOTIFY_SMS_PROVIDER=log RXD_NOTIFY_EMAIL_PROVIDER=log
-    RXD_NOTIFY_LOG_OUTBOX="$OUT/connector-outbox.jsonl")
-
-# ---------------------------------------------------------------- cleanup
-
-cleanup_extra() { rm -f "$OUT/connector-outbox.jsonl"; }
+rxd_env_app "$MODULES"
 
 # ---------------------------------------------------------------- helpers
 

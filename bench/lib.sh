@@ -9,6 +9,7 @@
 #   die, need_tools, need_pg_tools (PGBENCH, PSQL), check_ints
 #   bench_files NAME       stamp, REPORT, RAW_LOG, RXD_LOG and an empty RXD_CONF
 #   rxd_unset_init         RXD_UNSET: `env` arguments dropping every inherited RXD_*
+#   rxd_env_app MODULES    RXD_ENV for rxd with application modules (JWT secret, outbox)
 #   bench_copy_bins RXD [DIR MODULE...]...
 #                          a private copy of rxd (RXD) and of the named modules
 #                          (BIN_DIR/modules), so that a rebuild during the run changes nothing
@@ -40,7 +41,7 @@ REDIS_PORT=${RXD_REDIS_PORT:-56379}
 PG_BIN=/usr/lib/postgresql/15/bin
 CLK=$(getconf CLK_TCK)
 TAG=${TAG:-bench}
-RXD_PID='' LOAD_PID='' BIN_DIR='' STOP_PG=0 STOP_REDIS=0 DB_MADE=0 KEEP_DB=${KEEP_DB:-0}
+RXD_PID='' LOAD_PID='' BIN_DIR='' OUTBOX='' FILE_NAME='' STOP_PG=0 STOP_REDIS=0 DB_MADE=0 KEEP_DB=${KEEP_DB:-0}
 DBS=() SECRETS=() SECRET_LABELS=() RXD_UNSET=()
 QUIET=yes
 
@@ -70,6 +71,7 @@ check_ints() { # message value...: every value is a non-negative integer
 
 bench_files() { # name: var/bench/<name>-{result,raw,rxd}-<UTC time>.*, <name>-rxd.conf
     mkdir -p "$OUT"
+    FILE_NAME=$1
     stamp=$(date -u +%Y%m%dT%H%M%SZ)
     REPORT=$OUT/$1-result-$stamp.txt
     RAW_LOG=$OUT/$1-raw-$stamp.log
@@ -86,6 +88,19 @@ rxd_unset_init() {
     while IFS= read -r v; do
         case "$v" in RXD_*) RXD_UNSET+=(-u "$v") ;; esac
     done < <(compgen -e)
+}
+
+# The environment of an rxd running application modules: RXD_ENV (`env` with no inherited
+# RXD_*, then the database, Redis, a random JWT secret, notifications to a log outbox).
+# JWT_SECRET is redacted from the raw log; the outbox (OUTBOX) is removed on exit.
+rxd_env_app() { # modules (needs DB_URL, REDIS_URL, BIN_DIR, after bench_files)
+    rxd_unset_init
+    JWT_SECRET=$(rand_secret)
+    secret "$JWT_SECRET" jwt-secret
+    OUTBOX=$OUT/$FILE_NAME-outbox.jsonl
+    RXD_ENV=(env "${RXD_UNSET[@]}" RXD_MODULES="$1" RXD_MODULE_PATH="$BIN_DIR/modules"
+        RXD_DATABASE_URL="$DB_URL" RXD_REDIS_URL="$REDIS_URL" RXD_JWT_SECRET="$JWT_SECRET"
+        RXD_NOTIFY_SMS_PROVIDER=log RXD_NOTIFY_EMAIL_PROVIDER=log RXD_NOTIFY_LOG_OUTBOX="$OUTBOX")
 }
 
 # A private copy of the binaries: the checkout may be rebuilt while a script runs.
@@ -236,6 +251,7 @@ bench_cleanup() {
     stop_pid "$LOAD_PID" INT
     stop_pid "$RXD_PID" TERM
     [ -z "$BIN_DIR" ] || rm -rf "$BIN_DIR"
+    [ -z "$OUTBOX" ] || rm -f "$OUTBOX"
     if [ "$DB_MADE" = 1 ] && [ "$KEEP_DB" != 1 ]; then drop_dbs; fi
     services_stop
 }
