@@ -149,6 +149,12 @@ static int cmd_set_role(rx_module *m, int argc, char **argv)
         fprintf(stderr, "users set-role: refused (pharmacy or identifiers inconsistent)\n");
     } else {
         const char *id = rx_rows_text(r, 0, rx_rows_column(r, "id"));
+        /* The user's sessions ended with the change: tell every worker now
+         * (without Redis, auth.status_cache_ms bounds it). */
+        if (id != NULL && rx_publish(NULL, SESSIONS_ENDED_CHANNEL, id, strlen(id)) != 0)
+            fprintf(stderr,
+                    "users set-role: Redis unreachable; running servers refuse the user's old"
+                    " tokens within auth.status_cache_ms\n");
         if (pa)
             printf("User %s (id %s) is now PHARMACY_ADMIN of pharmacy %lld.\n", ne, id ? id : "?",
                    ph);

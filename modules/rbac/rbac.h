@@ -27,6 +27,11 @@ int rbac_authorize(rx_req *req, void *data);
 /* users_admin.c */
 int rbac_users_routes(rx_module *m);
 /* The columns of the user object (auth's users.c shape). */
+/* auth's channel of "this user's sessions ended": the user id, published
+ * after the commit so every worker drops its cached standing of the user
+ * (users_admin.c's header comment). */
+#define SESSIONS_ENDED_CHANNEL "auth:sessions_ended"
+
 #define RBAC_USER_COLS                                                                             \
     "u.id, u.username, u.email, u.phone, u.profile_picture, u.address, u.role, u.status,"          \
     " u.email_verified, u.phone_verified, u.created_at, u.gender, u.date_of_birth,"                \

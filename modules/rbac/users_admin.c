@@ -43,9 +43,6 @@
 /* Longer than auth's status cache, after which the database says the same. */
 #define USER_OFF_TTL "600"
 
-/* auth's channel of "this user's sessions ended" (header comment). */
-#define SESSIONS_ENDED_CHANNEL "auth:sessions_ended"
-
 #define SUPER_ADMINS_LOCKED                                                                        \
     " sa AS (SELECT id FROM users"                                                                 \
     "         WHERE role = 'SUPER_ADMIN' AND status = 'ACTIVE' AND deleted_at IS NULL"             \

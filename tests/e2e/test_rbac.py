@@ -751,6 +751,14 @@ class SessionsEndOnEveryWorker(RbacCase):
         self.assertEqual(r.status, 200, r)
         self.old_token_refused_everywhere(token)
 
+    def test_cli_set_role_ends_old_tokens_at_once(self):
+        u = self.make_user("DOCTOR")
+        self.warm_everywhere(u["access"])
+        r = self.cli("users", "set-role", u["email"], "REGISTERED_USER")
+        self.assertEqual(r.returncode, 0, r.stdout + r.stderr)
+        self.assertNotIn("Redis unreachable", r.stderr)
+        self.old_token_refused_everywhere(u["access"])
+
 
 # ==========================================================================
 # Admin users and the audit log
