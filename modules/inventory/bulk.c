@@ -5,6 +5,8 @@
  * Every row is validated in C before anything is sent, so one bad row means
  * nothing is written; the rows then travel as one jsonb parameter and a
  * single INSERT ... ON CONFLICT writes them all (atomic, one round trip).
+ * Each upserted item then emits inventory.updated (and inventory.low_stock
+ * when at or below its threshold), as a single create or update does.
  */
 #include "inventory.h"
 
@@ -31,22 +33,35 @@ static void bulk_done(rx_req *req, rx_rows *rows)
         rx_reply_db_error(req, rows);
         return;
     }
+    /* One row per upserted item, or a single row of NULLs (ph_ok false) when
+     * the pharmacy does not exist. */
     bool ph_ok = false;
-    int64_t created = 0, updated = 0;
-    if (rx_rows_count(rows) == 1) {
+    int n = rx_rows_count(rows);
+    if (n > 0)
         rx_rows_bool(rows, 0, rx_rows_column(rows, "ph_ok"), &ph_ok);
-        rx_rows_int(rows, 0, rx_rows_column(rows, "created"), &created);
-        rx_rows_int(rows, 0, rx_rows_column(rows, "updated"), &updated);
-    }
     if (!ph_ok) {
         int64_t *ph = rx_req_data(req);
         rx_reply_invalid_field(req, "pharmacy", "Invalid pk \"%lld\" - object does not exist.",
                                (long long)(ph ? *ph : 0));
         return;
     }
-    rx_reply_json(
-        req, 200,
-        json_pack("{s:I,s:I}", "created", (json_int_t)created, "updated", (json_int_t)updated));
+    int cc = rx_rows_column(rows, "created");
+    int64_t created = 0;
+    for (int i = 0; i < n; i++) {
+        bool c = false;
+        rx_rows_bool(rows, i, cc, &c);
+        created += c;
+        /* The same events as one item's create or update: subscribers (a
+         * low-stock alert, say) see a POS's sync too. */
+        json_t *item = rx_rows_object(rows, i);
+        json_object_del(item, "created");
+        json_object_del(item, "ph_ok");
+        inv_emit_item(req, item, true);
+        json_decref(item);
+    }
+    rx_reply_json(req, 200,
+                  json_pack("{s:I,s:I}", "created", (json_int_t)created, "updated",
+                            (json_int_t)(n - created)));
 }
 
 static void bulk_upsert(rx_req *req)
@@ -163,10 +178,9 @@ static void bulk_upsert(rx_req *req)
                    "          SET name = EXCLUDED.name, quantity = EXCLUDED.quantity,"
                    "              price = EXCLUDED.price, extra_data = EXCLUDED.extra_data,"
                    "              updated_at = now()"
-                   "        RETURNING (i.xmax = 0) AS created)"
-                   " SELECT count(*) FILTER (WHERE created) AS created,"
-                   "        count(*) FILTER (WHERE NOT created) AS updated,"
-                   "        EXISTS (SELECT 1 FROM pharmacies WHERE id = $1) AS ph_ok FROM up",
+                   "        RETURNING " INV_ITEM_COLS ", (i.xmax = 0) AS created)"
+                   " SELECT up.*, EXISTS (SELECT 1 FROM pharmacies WHERE id = $1) AS ph_ok"
+                   "   FROM (SELECT 1) AS one LEFT JOIN up ON true ORDER BY up.id",
                    RX_INT(pharmacy), RX_JSON(rows));
     json_decref(rows);
     if (rc != 0)

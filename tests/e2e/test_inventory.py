@@ -1111,6 +1111,33 @@ class Events(InvCase):
         time.sleep(0.5)
         self.assertEqual(self.server.events()[m:], [])
 
+    def test_bulk_upsert_events(self):
+        it = self.item(key=self.ka, quantity=10)
+        prefix = "EV" + uid()
+        rows = [{"sku": prefix + "-a", "name": "plenty", "quantity": 10, "price": "1.00"},
+                {"sku": prefix + "-b", "name": "few", "quantity": 2, "price": "1.00"},
+                {"sku": it["sku"], "name": it["name"], "quantity": 1, "price": it["price"]}]
+        m = self.mark()
+        r = self.req("POST", "/api/inventory/bulk/", rows, key=self.ka)
+        self.assertEqual(r.json(), {"created": 2, "updated": 1}, r)
+        evs = self.new_events(m)
+        updated = {e["data"]["sku"]: e["data"] for e in evs if e["event"] == "inventory.updated"}
+        low = sorted(e["data"]["sku"] for e in evs if e["event"] == "inventory.low_stock")
+        self.assertEqual(len(evs), 5, evs)
+        self.assertEqual(set(updated), {prefix + "-a", prefix + "-b", it["sku"]})
+        self.assertEqual(low, sorted([prefix + "-b", it["sku"]]))
+        # each event carries the item as the API shows it
+        for sku, data in updated.items():
+            got = self.req("GET", "/api/inventory/%d/" % data["id"], key=self.ka).json()
+            self.assertEqual(data, got, sku)
+        self.assertEqual(updated[it["sku"]]["quantity"], 1)
+        # a refused bulk emits nothing
+        m = self.mark()
+        r = self.req("POST", "/api/inventory/bulk/", rows + [{"sku": "x"}], key=self.ka)
+        self.assertEqual(r.status, 400, r)
+        time.sleep(0.5)
+        self.assertEqual(self.server.events()[m:], [])
+
     def test_threshold_per_item_and_patch(self):
         it = self.item(key=self.ka, quantity=10, low_stock_threshold=2)
         self.assertEqual(it["low_stock_threshold"], 2)
