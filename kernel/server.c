@@ -46,7 +46,7 @@ static char *join_list(const char *value)
     do {                                                                                           \
         if (fn(kn_conf, key, def, out) != 0) {                                                     \
             char o_[128];                                                                          \
-            const char *w_ = kn_config_origin(kn_conf, key, o_, sizeof(o_));                        \
+            const char *w_ = kn_config_origin(kn_conf, key, o_, sizeof(o_));                       \
             snprintf(err, errlen, "config %s (%s): invalid value '%s'", key, w_ ? w_ : "?",        \
                      kn_config_get(kn_conf, key));                                                 \
             return -1;                                                                             \
@@ -104,14 +104,15 @@ int kn_settings_load(char *err, size_t errlen)
         snprintf(err, errlen, "config: limits and timeouts must be positive (header_bytes >= 1k)");
         return -1;
     }
-    s->cors_origins = kn_split_list(kn_config_get(kn_conf, "cors.allowed_origins"),
-                                    &s->ncors_origins);
+    s->cors_origins =
+        kn_split_list(kn_config_get(kn_conf, "cors.allowed_origins"), &s->ncors_origins);
     GET(kn_config_bool, "cors.allow_credentials", true, &s->cors_credentials);
     for (size_t i = 0; i < s->ncors_origins; i++)
         if (strcmp(s->cors_origins[i], "*") == 0 && s->cors_credentials) {
             /* Echoing every origin with credentials would let any site act as the user. */
-            snprintf(err, errlen, "config cors.allowed_origins: '*' cannot be combined with "
-                                  "cors.allow_credentials = true; list the origins");
+            snprintf(err, errlen,
+                     "config cors.allowed_origins: '*' cannot be combined with "
+                     "cors.allow_credentials = true; list the origins");
             return -1;
         }
     GET(kn_config_int, "cors.max_age", 600, &s->cors_max_age);
@@ -120,8 +121,17 @@ int kn_settings_load(char *err, size_t errlen)
         join_list(ah ? ah : "Authorization Content-Type X-API-KEY X-Request-Id Idempotency-Key");
     const char *eh = kn_config_get(kn_conf, "cors.expose_headers");
     s->cors_expose_headers = join_list(eh ? eh : "X-Request-Id X-Total-Count Link Retry-After");
-    s->trusted_proxies = kn_split_list(kn_config_get(kn_conf, "trusted_proxies"),
-                                       &s->ntrusted_proxies);
+    s->trusted_proxies =
+        kn_split_list(kn_config_get(kn_conf, "trusted_proxies"), &s->ntrusted_proxies);
+    const char *pcm = kn_config_get(kn_conf, "database.plan_cache_mode");
+    if (pcm != NULL && *pcm != '\0' && strcmp(pcm, "auto") != 0 &&
+        strcmp(pcm, "force_generic_plan") != 0 && strcmp(pcm, "force_custom_plan") != 0) {
+        snprintf(err, errlen,
+                 "config database.plan_cache_mode: '%s' is not force_generic_plan, auto or"
+                 " force_custom_plan",
+                 pcm);
+        return -1;
+    }
     GET(kn_config_bool, "log.access", true, &s->access_log);
     const char *lvl = kn_config_get(kn_conf, "log.level");
     if (lvl == NULL || strcmp(lvl, "info") == 0)
@@ -206,7 +216,8 @@ static int make_socket(const struct sockaddr *sa, socklen_t slen, char *err, siz
 
 static int open_listeners(char *err, size_t errlen)
 {
-    struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM,
+    struct addrinfo hints = {.ai_family = AF_UNSPEC,
+                             .ai_socktype = SOCK_STREAM,
                              .ai_flags = AI_PASSIVE | AI_NUMERICSERV};
     struct addrinfo *ai;
     char port[16];
@@ -230,9 +241,9 @@ static int open_listeners(char *err, size_t errlen)
             /* Port 0: every worker must share the port the first one got. */
             socklen_t l = sizeof(ss);
             getsockname(fd, (struct sockaddr *)&ss, &l);
-            kn_set.listen_port = ntohs(ss.ss_family == AF_INET
-                                           ? ((struct sockaddr_in *)&ss)->sin_port
-                                           : ((struct sockaddr_in6 *)&ss)->sin6_port);
+            kn_set.listen_port =
+                ntohs(ss.ss_family == AF_INET ? ((struct sockaddr_in *)&ss)->sin_port
+                                              : ((struct sockaddr_in6 *)&ss)->sin6_port);
         }
     }
     return 0;
@@ -288,8 +299,7 @@ static void worker_main(void *arg)
 {
     kn_worker *w = arg;
     /* Data services belong to the worker's loop: start them on its thread. */
-    if (kn_db_worker_start(w) != 0 || kn_redis_worker_start(w) != 0 ||
-        kn_jobs_worker_start(w) != 0)
+    if (kn_db_worker_start(w) != 0 || kn_redis_worker_start(w) != 0 || kn_jobs_worker_start(w) != 0)
         kn_log(RX_LOG_ERROR, NULL, "worker %d: cannot start data services", w->id);
     uv_run(&w->loop, UV_RUN_DEFAULT);
     /* Anything still open (a timer a module left) closes now. */
@@ -348,7 +358,8 @@ static void on_hard_stop(uv_timer_t *t)
     (void)t;
     /* Thread-pool work cannot be interrupted; the grace period is a promise
      * to the operator, so leave without it. */
-    kn_log(RX_LOG_WARN, NULL, "%d workers still busy with offloaded work after the grace period: exiting",
+    kn_log(RX_LOG_WARN, NULL,
+           "%d workers still busy with offloaded work after the grace period: exiting",
            kn_nworkers - atomic_load(&workers_done));
     _exit(0);
 }

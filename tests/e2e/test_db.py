@@ -244,6 +244,32 @@ class TestTypes(DbTestCase):
             self.assertEqual(self.assertOk(r), [self.EXPECTED])
 
 
+class TestSessionSettings(DbTestCase):
+    """Pool connections plan each prepared statement once (database.plan_cache_mode,
+    default force_generic_plan) and read times in UTC."""
+
+    def settings(self, srv):
+        r = srv.get("/test/db/settings/", timeout=CLIENT_TIMEOUT)
+        self.assertEqual(r.status, 200, r)
+        return r.json()[0]
+
+    def test_default_is_generic_plans(self):
+        self.assertEqual(self.settings(self.server),
+                         {"plan_cache_mode": "force_generic_plan", "timezone": "UTC"})
+
+    def test_configured_mode(self):
+        for mode in ("auto", "force_custom_plan"):
+            srv = self.start_server(env={"RXD_DATABASE_PLAN_CACHE_MODE": mode}, workers=1)
+            self.assertEqual(self.settings(srv)["plan_cache_mode"], mode)
+
+    def test_bad_mode_refuses_to_start(self):
+        r = run_cli("serve", modules="datakit",
+                    env={"RXD_DATABASE_URL": self.pg.url(), "RXD_DATABASE_PLAN_CACHE_MODE": "sometimes"})
+        self.assertNotEqual(r.returncode, 0, r)
+        self.assertIn("database.plan_cache_mode: 'sometimes' is not force_generic_plan, auto or"
+                      " force_custom_plan", r.stderr)
+
+
 class TestParams(DbTestCase):
     WORKERS = 1
 

@@ -310,6 +310,15 @@ static void tx(rx_req *req)
     rx_db_tx(req, on_tx, 4, st);
 }
 
+/* The session settings of the pool connection that runs the query. */
+static void settings(rx_req *req)
+{
+    rx_db_query(req, on_rows,
+                "SELECT current_setting('plan_cache_mode') AS plan_cache_mode,"
+                " current_setting('TimeZone') AS timezone",
+                0, NULL);
+}
+
 static void bad_sql(rx_req *req)
 {
     rx_db_query(req, on_rows, "SELECT * FROM no_such_table_here", 0, NULL);
@@ -332,6 +341,7 @@ static int init(rx_module *m)
     rc |= rx_route(m, RX_GET, "/test/db/item/{id}/", item, &pub);
     rc |= rx_route(m, RX_POST, "/test/db/tx/", tx, &pub);
     rc |= rx_route(m, RX_GET, "/test/db/error/", bad_sql, &pub);
+    rc |= rx_route(m, RX_GET, "/test/db/settings/", settings, &pub);
     return rc == 0 ? 0 : -1;
 }
 
