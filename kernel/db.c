@@ -7,9 +7,13 @@
  * prepared the first time a connection sees its SQL and reused after; a
  * transaction (rx_db_tx) is several statements before one Sync, which the
  * server runs as one implicit transaction (rolled back on the first error).
- * A connection takes the next queued query while earlier ones are still in
- * flight (up to `database.pipeline` deep) once every connection is busy, so
- * round trips overlap under load.
+ * With database.pipeline > 1 a connection takes the next queued query while
+ * earlier ones are still in flight, once every connection is busy, so round
+ * trips overlap. The default is 1: requests wait in the worker's one queue
+ * and go to whichever connection frees first. Deeper pipelines gave 10-20 %
+ * more reads per second but queued requests behind one backend, and a backend
+ * held up (descheduled on a busy host) then held up all of them: the p99 of a
+ * primary-key read went from 7-11 ms to 21-305 ms (bench/db.sh, bench/README).
  *
  * Timeouts are our own uv_timers (a frozen server never fires its own
  * statement_timeout, and libpq 15's PQcancel blocks): a query that waits in
@@ -910,8 +914,8 @@ int kn_db_worker_start(kn_worker *w)
     if (kn_config_duration_ms(kn_conf, "database.timeout", 5000, &db->timeout_ms) != 0 ||
         db->timeout_ms < 1)
         db->timeout_ms = 5000;
-    if (kn_config_int(kn_conf, "database.pipeline", 4, &db->pipeline) != 0 || db->pipeline < 1)
-        db->pipeline = 4;
+    if (kn_config_int(kn_conf, "database.pipeline", 1, &db->pipeline) != 0 || db->pipeline < 1)
+        db->pipeline = 1;
     uv_timer_init(&w->loop, &db->tick);
     db->tick.data = db;
     uv_timer_init(&w->loop, &db->defer);

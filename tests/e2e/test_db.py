@@ -389,6 +389,28 @@ class TestTransactions(DbTestCase):
         self.assertIn("tag", r.json())
 
 
+class TestPipelinedConnection(DbTestCase):
+    """database.pipeline > 1 (the default is 1): one worker, one connection, several
+    queries in flight on it at once; each answer reaches its own request, and a failing
+    statement in the middle of the pipeline fails only its own request."""
+    WORKERS = 1
+    ENV = {"RXD_DATABASE_POOL_SIZE": "1", "RXD_DATABASE_PIPELINE": "8", "RXD_JOBS_ENABLED": "false"}
+
+    def test_answers_reach_their_own_requests(self):
+        paths = []
+        for i in range(24):
+            paths.append("/test/db/error/" if i % 6 == 5 else "/test/db/params/?t=req-%d" % i)
+        for rnd in range(3):
+            outs = self.concurrent_gets(paths)
+            for i, (r, _dt) in enumerate(outs):
+                self.assertNotIsInstance(r, Exception, r)
+                if i % 6 == 5:
+                    self.assertEqual((r.status, r.json()), (500, SERVER_ERROR), (rnd, i))
+                else:
+                    self.assertEqual(r.status, 200, (rnd, i, r))
+                    self.assertEqual(r.json()[0]["t"], "req-%d" % i, (rnd, i))
+
+
 class TestStatementCacheAfterErrors(DbTestCase):
     """One worker, one connection: every request runs on the same PostgreSQL session,
     whose prepared statements the pool caches by SQL text. A statement whose Parse the
