@@ -203,6 +203,15 @@ class AuthCase(unittest.TestCase):
         return {"phone": phone, "e164": e164(phone), "password": password, "access": t["access"],
                 "refresh": t["refresh"], "user": t["user"]}
 
+    def reset_token(self, email):
+        """A password-reset registration_token for `email`: code requested, then verified."""
+        _, code = self.request_code(email, path="/api/auth/password-reset/")
+        r = self.verify(email, code)
+        self.assertEqual(r.status, 200, r)
+        tok = r.json()["registration_token"]
+        self.remember(tok)
+        return tok
+
     def register_email(self, email=None, password=None):
         email = email or new_email()
         password = password or new_password()
@@ -668,11 +677,7 @@ class Login(AuthCase):
     def test_password_reset_flow(self):
         e = self.register_email()
         other = self.assertTokens(self.login(e["email"], e["password"]))
-        _, code = self.request_code(e["email"], path="/api/auth/password-reset/")
-        r = self.verify(e["email"], code)
-        self.assertEqual(r.status, 200, r)
-        tok = r.json()["registration_token"]
-        self.remember(tok)
+        tok = self.reset_token(e["email"])
         self.assertFieldError(self.post("/api/auth/password-reset/confirm/",
                                         {"registration_token": tok, "new_password": "short"}),
                               "new_password")
@@ -693,13 +698,10 @@ class Login(AuthCase):
 
     def test_password_reset_confirm_aliases(self):
         e = self.register_email()
-        _, code = self.request_code(e["email"], path="/api/auth/password-reset/")
-        r = self.verify(e["email"], code)
-        self.assertEqual(r.status, 200, r)
+        tok = self.reset_token(e["email"])
         new = new_password()
-        self.remember(new, r.json()["registration_token"])
-        r = self.post("/api/auth/password-reset/confirm/",
-                      {"token": r.json()["registration_token"], "password": new})
+        self.remember(new)
+        r = self.post("/api/auth/password-reset/confirm/", {"token": tok, "password": new})
         self.assertEqual(r.status, 200, r)
         self.assertEqual(r.json(), RESET_DONE)
         self.assertEqual(self.login(e["email"], new).status, 200)
@@ -1055,11 +1057,7 @@ class Tokens(AuthCase):
         same_second = 0
         for _ in range(10):
             e = self.register_email()
-            _, code = self.request_code(e["email"], path="/api/auth/password-reset/")
-            r = self.verify(e["email"], code)
-            self.assertEqual(r.status, 200, r)
-            tok = r.json()["registration_token"]
-            self.remember(tok)
+            tok = self.reset_token(e["email"])
             new = new_password()
             self.remember(new)
             t0 = time.time()
@@ -1172,13 +1170,11 @@ class Tokens(AuthCase):
         e = self.register_email()
         self.assertTokens(self.login(e["email"], e["password"]))
         self.post("/api/auth/logout/", {"refresh": e["refresh"]}, token=e["access"])
-        _, code = self.request_code(e["email"], path="/api/auth/password-reset/")
-        r = self.verify(e["email"], code)
-        self.remember(r.json().get("registration_token"))
+        tok = self.reset_token(e["email"])
         new = new_password()
         self.remember(new)
         self.assertEqual(self.post("/api/auth/password-reset/confirm/", {
-            "registration_token": r.json()["registration_token"], "new_password": new}).status, 200)
+            "registration_token": tok, "new_password": new}).status, 200)
         for i in range(5):
             self.login(p["phone"], "Aa1!bad" + uid())
         self.assertEqual(self.login(p["phone"], p["password"]).status, 423)
@@ -1220,11 +1216,7 @@ class SessionsEndOnEveryWorker(AuthCase):
         e = self.register_email()
         # new connections each time: both workers cache the user
         self.assertEqual([self.me(e["access"]).status for _ in range(16)], [200] * 16)
-        _, code = self.request_code(e["email"], path="/api/auth/password-reset/")
-        r = self.verify(e["email"], code)
-        self.assertEqual(r.status, 200, r)
-        tok = r.json()["registration_token"]
-        self.remember(tok)
+        tok = self.reset_token(e["email"])
         new = new_password()
         self.remember(new)
         r = self.post("/api/auth/password-reset/confirm/", {"registration_token": tok, "new_password": new})
