@@ -492,6 +492,15 @@ int64_t inv_create_pharmacy(rx_req *req, json_t *body, int64_t scope, json_t *er
     return inv_pk(v, "pharmacy", errs); /* existence is decided by the INSERT's SELECT */
 }
 
+bool inv_path_id(rx_req *req, int64_t *id)
+{
+    if (rx_req_param_id(req, "id", id) != 0) {
+        inv_reply_not_found(req);
+        return false;
+    }
+    return true;
+}
+
 void inv_emit_item(rx_req *req, json_t *item, bool check_low)
 {
     rx_emit(req, "inventory.updated", item);

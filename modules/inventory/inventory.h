@@ -120,6 +120,9 @@ int64_t inv_create_pharmacy(rx_req *req, json_t *body, int64_t scope, json_t *er
  * inventory.low_stock when its quantity is at or below its threshold. */
 void inv_emit_item(rx_req *req, json_t *item, bool check_low);
 
+/* The {id} of the path; false after answering 404 when it is not one. */
+bool inv_path_id(rx_req *req, int64_t *id);
+
 void inv_reply_not_found(rx_req *req);
 void inv_reply_server_error(rx_req *req);
 

@@ -182,19 +182,10 @@ static void inv_create(rx_req *req)
         inv_reply_server_error(req);
 }
 
-static bool path_id(rx_req *req, int64_t *id)
-{
-    if (rx_req_param_id(req, "id", id) != 0) {
-        inv_reply_not_found(req);
-        return false;
-    }
-    return true;
-}
-
 static void inv_get(rx_req *req)
 {
     int64_t id;
-    if (!path_id(req, &id))
+    if (!inv_path_id(req, &id))
         return;
     if (rx_db(req, rx_reply_row,
               "SELECT " INV_ITEM_COLS " FROM inventory_items i"
@@ -206,7 +197,7 @@ static void inv_get(rx_req *req)
 static void inv_update(rx_req *req)
 {
     int64_t id;
-    if (!path_id(req, &id))
+    if (!inv_path_id(req, &id))
         return;
     json_t *body = rx_req_json_object(req);
     if (body == NULL)
@@ -250,7 +241,7 @@ static void inv_update(rx_req *req)
 static void inv_delete(rx_req *req)
 {
     int64_t id;
-    if (!path_id(req, &id))
+    if (!inv_path_id(req, &id))
         return;
     if (rx_db(req, rx_reply_deleted,
               "DELETE FROM inventory_items i"

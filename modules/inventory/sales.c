@@ -237,19 +237,10 @@ static void sale_create(rx_req *req)
 
 /* ---- one sale ---- */
 
-static bool path_id(rx_req *req, int64_t *id)
-{
-    if (rx_req_param_id(req, "id", id) != 0) {
-        inv_reply_not_found(req);
-        return false;
-    }
-    return true;
-}
-
 static void sale_get(rx_req *req)
 {
     int64_t id;
-    if (!path_id(req, &id))
+    if (!inv_path_id(req, &id))
         return;
     if (rx_db(req, rx_reply_row,
               "SELECT " INV_SALE_COLS " FROM sales s"
@@ -261,7 +252,7 @@ static void sale_get(rx_req *req)
 static void sale_update(rx_req *req)
 {
     int64_t id;
-    if (!path_id(req, &id))
+    if (!inv_path_id(req, &id))
         return;
     json_t *body = rx_req_json_object(req);
     if (body == NULL)
@@ -292,7 +283,7 @@ static void sale_update(rx_req *req)
 static void sale_delete(rx_req *req)
 {
     int64_t id;
-    if (!path_id(req, &id))
+    if (!inv_path_id(req, &id))
         return;
     if (rx_db(req, rx_reply_deleted,
               "DELETE FROM sales s WHERE s.id = $1 AND ($2::bigint = 0 OR s.pharmacy_id = $2)"
