@@ -10,6 +10,8 @@
  */
 #include "inventory.h"
 
+#include "drf.h"
+
 #include <ctype.h>
 #include <errno.h>
 #include <math.h>
@@ -74,15 +76,6 @@ static char *trimmed(rx_req *req, const char *s)
 /* Python's repr of a float (the shortest text that reads back the same):
  * DRF turns a JSON number into text that way before parsing it, so 7.3
  * must stay "7.3", not "7.2999999999999998". */
-static void shortest_double(double d, char *buf, size_t len)
-{
-    for (int p = 1; p <= 17; p++) {
-        snprintf(buf, len, "%.*g", p, d);
-        if (strtod(buf, NULL) == d)
-            return;
-    }
-}
-
 bool inv_char(rx_req *req, json_t *obj, const char *field, size_t maxlen, bool required,
               json_t *errs, const char **out)
 {
@@ -98,16 +91,8 @@ bool inv_char(rx_req *req, json_t *obj, const char *field, size_t maxlen, bool r
         return false;
     }
     char num[40];
-    const char *s;
-    if (json_is_string(v))
-        s = json_string_value(v);
-    else if (json_is_integer(v)) {
-        snprintf(num, sizeof num, "%lld", (long long)json_integer_value(v));
-        s = num;
-    } else if (json_is_real(v)) {
-        shortest_double(json_real_value(v), num, sizeof num);
-        s = num;
-    } else {
+    const char *s = drf_scalar_text(v, num, sizeof num);
+    if (s == NULL) {
         inv_add_err(errs, field, "Not a valid string.");
         return false;
     }
@@ -223,21 +208,13 @@ bool inv_money(rx_req *req, json_t *obj, const char *field, bool required, json_
         inv_add_err(errs, field, "This field may not be null.");
         return false;
     }
+    if (json_is_string(v) && json_string_length(v) > 1000) {
+        inv_add_err(errs, field, "String value too large.");
+        return false;
+    }
     char num[40];
-    const char *s;
-    if (json_is_string(v)) {
-        if (json_string_length(v) > 1000) {
-            inv_add_err(errs, field, "String value too large.");
-            return false;
-        }
-        s = json_string_value(v);
-    } else if (json_is_integer(v)) {
-        snprintf(num, sizeof num, "%lld", (long long)json_integer_value(v));
-        s = num;
-    } else if (json_is_real(v)) {
-        shortest_double(json_real_value(v), num, sizeof num);
-        s = num;
-    } else {
+    const char *s = drf_scalar_text(v, num, sizeof num);
+    if (s == NULL) {
         inv_add_err(errs, field, invalid);
         return false;
     }

@@ -16,6 +16,8 @@
  */
 #include "orders.h"
 
+#include "drf.h"
+
 #include <ctype.h>
 #include <errno.h>
 #include <inttypes.h>
@@ -105,37 +107,18 @@ static bool is_ws(char c)
     return c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == '\f' || c == '\v';
 }
 
-/* A JSON real as Python's str() writes it (the shortest text that reads
- * back the same), since DRF validates str(value) of a float. */
-static void real_text(double d, char *buf, size_t n)
-{
-    for (int prec = 1; prec <= 17; prec++) {
-        snprintf(buf, n, "%.*g", prec, d);
-        if (strtod(buf, NULL) == d)
-            return;
-    }
-}
-
 /* A CharField: strings, and numbers as DRF turns them into text; trimmed.
  * Returns the length written to out, or -1 after adding a message. */
 static int char_field(const json_t *v, size_t maxchars, bool allow_blank, char *out, size_t outsz,
                       json_t *errs, const char *field)
 {
-    char num[40];
-    const char *s;
     if (json_is_null(v)) {
         ord_add_err(errs, field, "This field may not be null.");
         return -1;
     }
-    if (json_is_string(v))
-        s = json_string_value(v);
-    else if (json_is_integer(v)) {
-        snprintf(num, sizeof num, "%" JSON_INTEGER_FORMAT, json_integer_value(v));
-        s = num;
-    } else if (json_is_real(v)) {
-        real_text(json_real_value(v), num, sizeof num);
-        s = num;
-    } else {
+    char num[40];
+    const char *s = drf_scalar_text(v, num, sizeof num);
+    if (s == NULL) {
         ord_add_err(errs, field, "Not a valid string.");
         return -1;
     }
@@ -246,21 +229,13 @@ static void cents_text(int64_t c, char *buf, size_t n)
 /* A DecimalField value (string or number). Returns false after a message. */
 static bool money_field(const json_t *v, int64_t *cents, json_t *errs, const char *field)
 {
-    char num[40];
-    const char *s;
     if (json_is_null(v)) {
         ord_add_err(errs, field, "This field may not be null.");
         return false;
     }
-    if (json_is_string(v))
-        s = json_string_value(v);
-    else if (json_is_integer(v)) {
-        snprintf(num, sizeof num, "%" JSON_INTEGER_FORMAT, json_integer_value(v));
-        s = num;
-    } else if (json_is_real(v)) {
-        real_text(json_real_value(v), num, sizeof num);
-        s = num;
-    } else {
+    char num[40];
+    const char *s = drf_scalar_text(v, num, sizeof num);
+    if (s == NULL) {
         ord_add_err(errs, field, "A valid number is required.");
         return false;
     }
