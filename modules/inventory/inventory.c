@@ -469,6 +469,20 @@ int64_t inv_create_pharmacy(rx_req *req, json_t *body, int64_t scope, json_t *er
     return inv_pk(v, "pharmacy", errs); /* existence is decided by the INSERT's SELECT */
 }
 
+int inv_route(rx_module *m, const char *tag, unsigned methods, const char *path, rx_handler fn,
+              const char *summary, const char *request_schema, const char *response_schema,
+              int success_status)
+{
+    rx_route_opts o = {.perm = "inventory.manage",
+                       .list_style = RX_LIST_ARRAY,
+                       .tag = tag,
+                       .summary = summary,
+                       .request_schema = request_schema,
+                       .response_schema = response_schema,
+                       .success_status = success_status};
+    return rx_route(m, methods, path, fn, &o);
+}
+
 bool inv_path_id(rx_req *req, int64_t *id)
 {
     if (rx_req_param_id(req, "id", id) != 0) {

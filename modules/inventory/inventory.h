@@ -120,6 +120,12 @@ int64_t inv_create_pharmacy(rx_req *req, json_t *body, int64_t scope, json_t *er
  * inventory.low_stock when its quantity is at or below its threshold. */
 void inv_emit_item(rx_req *req, json_t *item, bool check_low);
 
+/* One of the module's routes: permission inventory.manage, bare-array lists,
+ * documented under `tag`. rx_route's result. */
+int inv_route(rx_module *m, const char *tag, unsigned methods, const char *path, rx_handler fn,
+              const char *summary, const char *request_schema, const char *response_schema,
+              int success_status);
+
 /* The {id} of the path; false after answering 404 when it is not one. */
 bool inv_path_id(rx_req *req, int64_t *id);
 

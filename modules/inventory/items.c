@@ -74,10 +74,14 @@ static void inv_list(rx_req *req)
      * prepared statement per ordering, each free to use an index (a CASE
      * over a parameter would sort every matching row). */
     static const rx_ordering orderings[] = {
-        {"name", "i.name ASC, i.id ASC"},         {"-name", "i.name DESC, i.id ASC"},
-        {"sku", "i.sku ASC, i.id ASC"},           {"-sku", "i.sku DESC, i.id ASC"},
-        {"quantity", "i.quantity ASC, i.id ASC"}, {"-quantity", "i.quantity DESC, i.id ASC"},
-        {"price", "i.price ASC, i.id ASC"},       {"-price", "i.price DESC, i.id ASC"},
+        {"name", "i.name ASC, i.id ASC"},
+        {"-name", "i.name DESC, i.id ASC"},
+        {"sku", "i.sku ASC, i.id ASC"},
+        {"-sku", "i.sku DESC, i.id ASC"},
+        {"quantity", "i.quantity ASC, i.id ASC"},
+        {"-quantity", "i.quantity DESC, i.id ASC"},
+        {"price", "i.price ASC, i.id ASC"},
+        {"-price", "i.price DESC, i.id ASC"},
         {"updated_at", "i.updated_at ASC, i.id ASC"},
         {"-updated_at", "i.updated_at DESC, i.id ASC"},
         {"-id", "i.id DESC"},
@@ -253,29 +257,21 @@ static void inv_delete(rx_req *req)
 int inv_items_init(rx_module *m)
 {
     int rc = rx_schema(m, "InventoryItem", item_schema);
-#define ROUTE(meth, path, fn, sum, reqs, resps, st)                                                \
-    do {                                                                                           \
-        rx_route_opts o = {.perm = "inventory.manage",                                             \
-                           .list_style = RX_LIST_ARRAY,                                            \
-                           .tag = "inventory",                                                     \
-                           .summary = sum,                                                         \
-                           .request_schema = reqs,                                                 \
-                           .response_schema = resps,                                               \
-                           .success_status = st};                                                  \
-        rc |= rx_route(m, meth, path, fn, &o);                                                     \
-    } while (0)
-    ROUTE(RX_GET, "/api/inventory/", inv_list,
-          "List inventory items (?sku=, ?search=, ?updated_since=, ?ordering=name|sku|quantity|"
-          "price|updated_at, super admin ?pharmacy=)",
-          NULL, "[]InventoryItem", 200);
-    ROUTE(RX_POST, "/api/inventory/", inv_create, "Create an inventory item", "InventoryItem",
-          "InventoryItem", 201);
-    ROUTE(RX_GET, "/api/inventory/{id}/", inv_get, "An inventory item", NULL, "InventoryItem", 200);
-    ROUTE(RX_PUT | RX_PATCH, "/api/inventory/{id}/", inv_update,
-          "Update an inventory item (PUT needs sku, name, quantity, price; PATCH is partial)",
-          "InventoryItem", "InventoryItem", 200);
-    ROUTE(RX_DELETE, "/api/inventory/{id}/", inv_delete,
-          "Delete an inventory item (its sales keep inventory_item null)", NULL, NULL, 204);
-#undef ROUTE
+    rc |= inv_route(
+        m, "inventory", RX_GET, "/api/inventory/", inv_list,
+        "List inventory items (?sku=, ?search=, ?updated_since=, ?ordering=name|sku|quantity|"
+        "price|updated_at, super admin ?pharmacy=)",
+        NULL, "[]InventoryItem", 200);
+    rc |= inv_route(m, "inventory", RX_POST, "/api/inventory/", inv_create,
+                    "Create an inventory item", "InventoryItem", "InventoryItem", 201);
+    rc |= inv_route(m, "inventory", RX_GET, "/api/inventory/{id}/", inv_get, "An inventory item",
+                    NULL, "InventoryItem", 200);
+    rc |= inv_route(
+        m, "inventory", RX_PUT | RX_PATCH, "/api/inventory/{id}/", inv_update,
+        "Update an inventory item (PUT needs sku, name, quantity, price; PATCH is partial)",
+        "InventoryItem", "InventoryItem", 200);
+    rc |=
+        inv_route(m, "inventory", RX_DELETE, "/api/inventory/{id}/", inv_delete,
+                  "Delete an inventory item (its sales keep inventory_item null)", NULL, NULL, 204);
     return rc;
 }

@@ -295,30 +295,20 @@ static void sale_delete(rx_req *req)
 int inv_sales_init(rx_module *m)
 {
     int rc = rx_schema(m, "Sale", sale_schema);
-#define ROUTE(meth, path, fn, sum, reqs, resps, st)                                                \
-    do {                                                                                           \
-        rx_route_opts o = {.perm = "inventory.manage",                                             \
-                           .list_style = RX_LIST_ARRAY,                                            \
-                           .tag = "sales",                                                         \
-                           .summary = sum,                                                         \
-                           .request_schema = reqs,                                                 \
-                           .response_schema = resps,                                               \
-                           .success_status = st};                                                  \
-        rc |= rx_route(m, meth, path, fn, &o);                                                     \
-    } while (0)
-    ROUTE(RX_GET, "/api/sales/", sale_list,
-          "List sales (?inventory_item=, ?sale_time_after=, ?sale_time_before=, ?ordering=, super"
-          " admin ?pharmacy=)",
-          NULL, "[]Sale", 200);
-    ROUTE(RX_POST, "/api/sales/", sale_create,
-          "Record a sale (decrements the item's stock atomically; 400 when short)", "Sale", "Sale",
-          201);
-    ROUTE(RX_GET, "/api/sales/{id}/", sale_get, "A sale", NULL, "Sale", 200);
-    ROUTE(RX_PUT | RX_PATCH, "/api/sales/{id}/", sale_update,
-          "Update a sale's total_price, sale_time, extra_data (quantity and item are fixed)",
-          "Sale", "Sale", 200);
-    ROUTE(RX_DELETE, "/api/sales/{id}/", sale_delete, "Delete a sale record (stock unchanged)",
-          NULL, NULL, 204);
-#undef ROUTE
+    rc |= inv_route(
+        m, "sales", RX_GET, "/api/sales/", sale_list,
+        "List sales (?inventory_item=, ?sale_time_after=, ?sale_time_before=, ?ordering=, super"
+        " admin ?pharmacy=)",
+        NULL, "[]Sale", 200);
+    rc |= inv_route(m, "sales", RX_POST, "/api/sales/", sale_create,
+                    "Record a sale (decrements the item's stock atomically; 400 when short)",
+                    "Sale", "Sale", 201);
+    rc |= inv_route(m, "sales", RX_GET, "/api/sales/{id}/", sale_get, "A sale", NULL, "Sale", 200);
+    rc |= inv_route(
+        m, "sales", RX_PUT | RX_PATCH, "/api/sales/{id}/", sale_update,
+        "Update a sale's total_price, sale_time, extra_data (quantity and item are fixed)", "Sale",
+        "Sale", 200);
+    rc |= inv_route(m, "sales", RX_DELETE, "/api/sales/{id}/", sale_delete,
+                    "Delete a sale record (stock unchanged)", NULL, NULL, 204);
     return rc;
 }
